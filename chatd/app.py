@@ -1,0 +1,137 @@
+"""The composition root: builds store, registry, providers, router, service and hub, and runs them
+behind a transport (the Unix socket daemon, or one stdio connection for `--standalone`)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import time
+from typing import Any
+
+from chatd import protocol as p
+from chatd.conversation import ConversationService
+from chatd.models import ModelRegistry
+from chatd.paths import Paths, ensure_private_dir
+from chatd.providers.echo import EchoProvider
+from chatd.routing import Router
+from chatd.server import handlers
+from chatd.server.hub import Hub
+from chatd.server.listener import ConnectionProtocol, acquire_lock, bind_socket, open_stdio
+from chatd.server.rpc import Connection
+from chatd.store import Store
+
+log = logging.getLogger("chatd")
+
+
+class Daemon:
+    def __init__(self, paths: Paths, *, seed: int | None = None) -> None:
+        self.paths = paths
+        self.started = time.monotonic()
+        self.socket_path: str | None = None
+        self.store = Store(paths.database)
+        self.hub = Hub()
+        self.registry = ModelRegistry()
+        self.providers: dict[str, Any] = {"echo": EchoProvider()}
+        self.service = ConversationService(self.store, self.registry, self.providers, self.hub,
+                                           router=Router(seed))
+        self.connections: set[Connection] = set()
+        self._stop = asyncio.Event()
+
+    # ------------------------------------------------------------ connections
+    def open_connection(self, transport: asyncio.BaseTransport, *, lsp_only: bool = False) -> Connection:
+        conn = Connection({}, self, lsp_only=lsp_only)
+        conn.handlers = handlers.bind(conn)
+        conn.attach(transport)  # type: ignore[arg-type]
+        self.connections.add(conn)
+        return conn
+
+    def close_connection(self, conn: Connection) -> None:
+        conn.close()
+        self.connections.discard(conn)
+        self.hub.drop(conn)
+        conn.protocol.cancel_all()
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    # ------------------------------------------------------------ facts for handlers
+    def provider_keys(self) -> dict[str, bool]:
+        return {name: True for name in self.providers}
+
+    def models_out(self) -> list[p.ModelOut]:
+        keys = self.provider_keys()
+        return [
+            p.ModelOut(name=s.name, provider=s.provider, api_model=s.api_model, context_window=s.context_window,
+                       max_output=s.max_output, input_price=s.input_price, output_price=s.output_price,
+                       capabilities=list(s.capabilities), key_present=keys.get(s.provider, False))
+            for s in self.registry.all()
+        ]
+
+    # ------------------------------------------------------------ running
+    async def serve_unix(self, ready_fd: int | None = None) -> None:
+        lock_fd = acquire_lock(self.paths)
+        try:
+            sock = bind_socket(self.paths.socket)
+            self.socket_path = self.paths.socket
+            loop = asyncio.get_running_loop()
+            server = await loop.create_unix_server(
+                lambda: ConnectionProtocol(self.open_connection, self.close_connection, check_peer=True), sock=sock)
+            log.info("serving on %s (pid %d)", self.paths.socket, os.getpid())
+            self._install_signals()
+            if ready_fd is not None:
+                os.write(ready_fd, b"ready\n")
+                os.close(ready_fd)
+            await self._stop.wait()
+            server.close()
+            await self._shutdown()
+            try:
+                os.unlink(self.paths.socket)
+            except FileNotFoundError:
+                pass
+        finally:
+            os.close(lock_fd)  # released after the socket is gone
+
+    async def serve_stdio(self) -> None:
+        """One connection over stdin/stdout (LSP framing), engine in-process, on the same store."""
+        proto = ConnectionProtocol(lambda t: None, lambda c: self.request_stop(), check_peer=False)
+        writer = await open_stdio(proto)
+        conn = self.open_connection(writer, lsp_only=True)
+        proto.conn = conn
+        closed = asyncio.ensure_future(conn.closed.wait())
+        stop = asyncio.ensure_future(self._stop.wait())
+        self._install_signals()
+        await asyncio.wait({closed, stop}, return_when=asyncio.FIRST_COMPLETED)
+        closed.cancel()
+        stop.cancel()
+        await self._shutdown()
+
+    def _install_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop)
+
+    async def _shutdown(self) -> None:
+        log.info("shutting down: %d active turns", self.service.active_turns)
+        await self.service.close()
+        await asyncio.sleep(0)  # let cancelled handlers send their -32800 replies
+        for conn in list(self.connections):
+            self.close_connection(conn)
+        self.store.close()
+
+
+def setup_logging(paths: Paths, *, stderr: bool) -> None:
+    ensure_private_dir(paths.log_dir)
+    fd = os.open(paths.log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    handler_list: list[logging.Handler] = [logging.StreamHandler(os.fdopen(fd, "a", buffering=1))]
+    if stderr:
+        handler_list.append(logging.StreamHandler())
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s")
+    root = logging.getLogger("chatd")
+    root.handlers.clear()
+    for h in handler_list:
+        h.setFormatter(fmt)
+        root.addHandler(h)
+    root.setLevel(os.environ.get("CHATD_LOG_LEVEL", "INFO").upper())
+    root.propagate = False

@@ -1,0 +1,152 @@
+"""The `chatd` command: serve, stdio, call, status, stop.
+
+Client subcommands import neither pygls nor httpx, so they start fast; only `serve` and
+`stdio --standalone` load the engine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="chatd", description="One local daemon for every LLM conversation.")
+    sub = ap.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the daemon on the user's socket (foreground)")
+    serve.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
+    serve.add_argument("--seed", type=int, help="seed for weighted model draws (tests)")
+    stdio = sub.add_parser("stdio", help="speak JSON-RPC on stdin/stdout through the user's daemon")
+    stdio.add_argument("--standalone", action="store_true", help="run the engine in this process instead")
+    stdio.add_argument("--no-start", action="store_true", help="do not start a daemon if none runs")
+    call = sub.add_parser("call", help="send one request and print its result as JSON")
+    call.add_argument("method")
+    call.add_argument("params", nargs="?", help="params as a JSON object (default {})")
+    call.add_argument("--follow", action="store_true", help="print notifications as they arrive (JSON lines)")
+    call.add_argument("--no-start", action="store_true", help="do not start a daemon if none runs")
+    sub.add_parser("status", help="show the daemon's status (does not start one)")
+    sub.add_parser("stop", help="stop the daemon")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "serve":
+        return _serve(args)
+    if args.command == "stdio":
+        return _stdio(args)
+    if args.command == "call":
+        return _call(args)
+    if args.command == "status":
+        return _call(argparse.Namespace(method="daemon/status", params=None, follow=False, no_start=True))
+    if args.command == "stop":
+        return _stop()
+    return 2
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from chatd.app import Daemon, setup_logging
+    from chatd.paths import resolve
+    from chatd.server.listener import AlreadyRunning
+
+    paths = resolve()
+    setup_logging(paths, stderr=args.ready_fd is None and sys.stderr.isatty())
+    try:
+        daemon = Daemon(paths, seed=args.seed)
+    except Exception as exc:
+        print(f"chatd: cannot open the store at {paths.database}: {exc}", file=sys.stderr)
+        return 1
+
+    async def run() -> None:
+        await daemon.serve_unix(ready_fd=args.ready_fd)
+
+    try:
+        asyncio.run(run())
+    except AlreadyRunning as exc:
+        print(f"chatd: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"chatd: cannot listen on {paths.socket}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _stdio(args: argparse.Namespace) -> int:
+    from chatd.paths import resolve
+
+    paths = resolve()
+    if args.standalone:
+        import asyncio
+
+        from chatd.app import Daemon, setup_logging
+
+        setup_logging(paths, stderr=False)
+        asyncio.run(Daemon(paths).serve_stdio())
+        return 0
+    from chatd_client.daemon import DaemonUnavailable, ensure_daemon
+    from chatd_client.relay import main as relay_main
+
+    try:
+        sock = ensure_daemon(paths, autostart=not args.no_start)
+    except DaemonUnavailable as exc:
+        print(f"chatd stdio: {exc}", file=sys.stderr)
+        return 1
+    return relay_main(sock)
+
+
+def _call(args: argparse.Namespace) -> int:
+    from chatd_client.connection import Client, RpcError
+    from chatd_client.daemon import DaemonUnavailable, ensure_daemon
+
+    try:
+        params: Any = json.loads(args.params) if args.params else {}
+    except json.JSONDecodeError as exc:
+        print(f"chatd call: params are not valid JSON: {exc}", file=sys.stderr)
+        return 2
+    try:
+        sock = ensure_daemon(autostart=not args.no_start)
+    except DaemonUnavailable as exc:
+        print(f"chatd: {exc}", file=sys.stderr)
+        return 1
+    with Client(sock) as client:
+        if args.follow:
+            client.on_notification = lambda m, p: print(json.dumps({"method": m, "params": p}), flush=True)
+        try:
+            result = client.request(args.method, params)
+        except RpcError as exc:
+            print(json.dumps({"error": {"code": exc.code, "message": exc.message, "data": exc.data}}, indent=2))
+            return 1
+        except ConnectionError as exc:
+            print(f"chatd: {exc}", file=sys.stderr)
+            return 1
+    print(json.dumps(result, indent=2, ensure_ascii=False))
+    return 0
+
+
+def _stop() -> int:
+    from chatd_client.connection import Client, RpcError
+    from chatd_client.daemon import DaemonUnavailable, ensure_daemon
+
+    try:
+        sock = ensure_daemon(autostart=False)
+    except DaemonUnavailable:
+        print("chatd: not running", file=sys.stderr)
+        return 0
+    with Client(sock) as client:
+        try:
+            client.request("daemon/shutdown", {})
+            while True:  # the daemon closes the connection once it has stopped
+                client.read_message()
+        except (ConnectionError, RpcError, OSError):
+            pass
+    print("chatd: stopped", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

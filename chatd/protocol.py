@@ -1,0 +1,441 @@
+"""The wire contract: every JSON-RPC method name, its params and result Structs, and the framing codec.
+
+Imports msgspec and the standard library only; the daemon, the Python client and the benchmarks share it.
+Field names are snake_case here and camelCase on the wire (`rename="camel"`). docs/protocol.md describes
+the same contract for people; keep the two in step.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal, Union
+
+import msgspec
+
+PROTOCOL_VERSION = 1
+
+# ---------------------------------------------------------------- method names
+INITIALIZE = "initialize"
+SHUTDOWN = "shutdown"
+EXIT = "exit"
+CANCEL_REQUEST = "$/cancelRequest"
+DAEMON_STATUS = "daemon/status"
+DAEMON_SHUTDOWN = "daemon/shutdown"
+MODELS_LIST = "models/list"
+CONVERSATION_CREATE = "conversation/create"
+CONVERSATION_LIST = "conversation/list"
+CONVERSATION_GET = "conversation/get"
+CONVERSATION_UPDATE = "conversation/update"
+CONVERSATION_DELETE = "conversation/delete"
+CONVERSATION_CLEAR = "conversation/clear"
+CONVERSATION_FORK = "conversation/fork"
+CONVERSATION_SUBSCRIBE = "conversation/subscribe"
+CONVERSATION_UNSUBSCRIBE = "conversation/unsubscribe"
+CHAT_SEND = "chat/send"
+CHAT_CANCEL = "chat/cancel"
+# notifications, daemon to client
+CHAT_TURN_STARTED = "chat/turnStarted"
+CHAT_DELTA = "chat/delta"
+CHAT_ATTEMPT = "chat/attempt"
+CHAT_TURN_ENDED = "chat/turnEnded"
+CONVERSATION_CHANGED = "conversation/changed"
+
+# ---------------------------------------------------------------- error codes
+PARSE_ERROR = -32700
+INVALID_REQUEST = -32600
+METHOD_NOT_FOUND = -32601
+INVALID_PARAMS = -32602
+INTERNAL_ERROR = -32603
+REQUEST_CANCELLED = -32800
+# chatd's own, in the JSON-RPC server range
+CONVERSATION_NOT_FOUND = -32001
+CONVERSATION_EXISTS = -32002
+MODEL_NOT_FOUND = -32003
+TURN_FAILED = -32004
+LIMIT_EXCEEDED = -32005
+SHUTTING_DOWN = -32006
+
+WILDCARD = "*"
+"""`conversation/subscribe {name: "*"}` follows every conversation: creations, renames, deletions, turns."""
+
+_NAME_RE = re.compile(r"[^\x00-\x1f\x7f]{1,200}")
+
+
+def valid_name(name: str) -> bool:
+    """Conversation names: 1-200 printable characters, no surrounding whitespace, not the wildcard."""
+    return bool(_NAME_RE.fullmatch(name)) and name == name.strip() and name != WILDCARD
+
+
+class _Wire(msgspec.Struct, rename="camel", omit_defaults=True, forbid_unknown_fields=True):
+    """Base for params: unknown fields are an error, so typos surface as -32602."""
+
+
+class _Out(msgspec.Struct, rename="camel"):
+    """Base for results and notifications."""
+
+
+# ---------------------------------------------------------------- transcript parts
+class TextPart(msgspec.Struct, tag="text", tag_field="type", rename="camel", omit_defaults=True):
+    text: str
+
+
+class ToolCallPart(msgspec.Struct, tag="toolCall", tag_field="type", rename="camel", omit_defaults=True):
+    id: str
+    name: str
+    arguments: dict[str, Any] = {}
+
+
+class ToolResultPart(msgspec.Struct, tag="toolResult", tag_field="type", rename="camel", omit_defaults=True):
+    call_id: str
+    name: str
+    output: Any = None
+    is_error: bool = False
+
+
+class ThinkingPart(msgspec.Struct, tag="thinking", tag_field="type", rename="camel", omit_defaults=True):
+    text: str = ""
+    signature: str | None = None
+    provider: str | None = None
+
+
+Part = Union[TextPart, ToolCallPart, ToolResultPart, ThinkingPart]
+Role = Literal["system", "user", "assistant", "tool"]
+PreferModel = str  # "last" | "weighted" | a model name
+
+
+class Usage(_Out, omit_defaults=False):
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+
+
+class Attempt(_Out):
+    model: str
+    outcome: Literal["ok", "error", "cancelled"]
+    error: str | None = None
+    latency_ms: float = 0.0
+
+
+class MessageOut(_Out):
+    seq: int
+    role: Role
+    text: str
+    parts: list[Part]
+    model: str | None = None
+    turn_id: str | None = None
+    created_at: float = 0.0
+
+
+class ConversationInfo(_Out):
+    name: str
+    system: str | None
+    models: list[str]
+    model_weights: list[float] | None
+    prefer_model: str
+    params: dict[str, Any]
+    last_model: str | None
+    message_count: int
+    last_seq: int
+    created_at: float
+    updated_at: float
+
+
+# ---------------------------------------------------------------- params and results
+class InitializeParams(_Wire, forbid_unknown_fields=False):
+    client_info: dict[str, Any] | None = None
+    process_id: int | None = None
+
+
+class NameParams(_Wire):
+    name: str
+
+
+class ConversationCreateParams(_Wire):
+    name: str
+    system: str | None = None
+    models: list[str] | None = None
+    model_weights: list[float] | None = None
+    prefer_model: str | None = None
+    params: dict[str, Any] | None = None
+
+
+class ConversationListParams(_Wire):
+    query: str | None = None
+    limit: int = 100
+
+
+class ConversationGetParams(_Wire):
+    name: str
+    after_seq: int = 0
+
+
+class ConversationUpdateParams(_Wire):
+    name: str
+    new_name: str | None = None
+    system: str | None = None
+    models: list[str] | None = None
+    model_weights: list[float] | None = None
+    prefer_model: str | None = None
+    params: dict[str, Any] | None = None
+
+
+class ConversationForkParams(_Wire):
+    name: str
+    new_name: str
+    at_seq: int | None = None
+
+
+class ChatSendParams(_Wire):
+    conversation: str
+    text: str | None = None
+    parts: list[Part] | None = None
+    prefer_model: str | None = None
+    models: list[str] | None = None
+    tools: list[str] | None = None
+    max_rounds: int | None = None
+    max_new_tokens: int | None = None
+    temperature: float | None = None
+    params: dict[str, Any] | None = None
+
+
+class ChatCancelParams(_Wire):
+    conversation: str
+
+
+class ConversationResult(_Out):
+    conversation: ConversationInfo
+
+
+class ConversationGetResult(_Out):
+    conversation: ConversationInfo
+    messages: list[MessageOut]
+
+
+class ConversationListResult(_Out):
+    conversations: list[ConversationInfo]
+
+
+class OkResult(_Out):
+    ok: bool = True
+
+
+class CancelResult(_Out):
+    cancelled: bool
+
+
+class SendResult(_Out):
+    conversation: str
+    turn_id: str
+    message: MessageOut
+    model_used: str
+    usage: Usage
+    cost: float
+    finish_reason: str
+    attempts: list[Attempt]
+    latency_ms: float
+
+
+class ModelOut(_Out):
+    name: str
+    provider: str
+    api_model: str
+    context_window: int
+    max_output: int
+    input_price: float
+    output_price: float
+    capabilities: list[str]
+    key_present: bool
+    cooldown_until: float | None = None
+
+
+class ModelsListResult(_Out):
+    models: list[ModelOut]
+
+
+class DaemonStatus(_Out):
+    version: str
+    protocol_version: int
+    pid: int
+    uptime_s: float
+    store_path: str
+    socket_path: str | None
+    connections: int
+    active_turns: int
+    providers: dict[str, bool]
+
+
+# ---------------------------------------------------------------- notifications
+class TurnStarted(_Out):
+    conversation: str
+    turn_id: str
+    user: MessageOut
+    model: str
+
+
+class ChatDelta(_Out):
+    conversation: str
+    turn_id: str
+    text: str
+
+
+class ChatAttempt(_Out):
+    conversation: str
+    turn_id: str
+    model: str
+    outcome: str
+    reason: str | None = None
+
+
+class TurnEnded(_Out):
+    conversation: str
+    turn_id: str
+    outcome: Literal["committed", "cancelled", "failed"]
+    error: str | None = None
+
+
+class ConversationChanged(_Out):
+    name: str
+    kind: Literal["turn", "created", "updated", "renamed", "deleted", "cleared"]
+    seq: int = 0
+    messages: list[MessageOut] = []
+    old_name: str | None = None
+
+
+# ---------------------------------------------------------------- framing
+MAX_FRAME = 16 * 1024 * 1024
+"""Largest frame body accepted; a larger one is skipped unread and answered with an error."""
+MAX_HEADER = 8 * 1024
+
+_encoder = msgspec.json.Encoder()
+encode = _encoder.encode
+decode = msgspec.json.decode
+
+
+def frame_lsp(body: bytes) -> bytes:
+    return b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+
+
+def frame_line(body: bytes) -> bytes:
+    return body + b"\n"
+
+
+class FrameError(msgspec.Struct, frozen=True):
+    """A framing failure. `fatal` means the stream cannot be resynchronised and must be closed."""
+
+    message: str
+    fatal: bool
+
+
+class FrameDecoder:
+    """Incremental decoder for both framings; `feed()` returns complete bodies and FrameErrors.
+
+    The framing is chosen by the first non-whitespace byte: `{` or `[` selects newline-delimited JSON,
+    anything else the LSP `Content-Length` framing (unless `lsp_only`). Oversized frames are skipped
+    without being buffered.
+    """
+
+    __slots__ = ("_buf", "_mode", "_need", "_skip", "_max")
+
+    def __init__(self, *, lsp_only: bool = False, max_frame: int = MAX_FRAME) -> None:
+        self._buf = bytearray()
+        self._mode: str | None = "lsp" if lsp_only else None
+        self._need = -1  # body bytes awaited in lsp mode, -1 while reading headers
+        self._skip = 0  # bytes still to discard from an oversized frame
+        self._max = max_frame
+
+    @property
+    def mode(self) -> str | None:
+        return self._mode
+
+    def feed(self, data: bytes) -> list[bytes | FrameError]:
+        out: list[bytes | FrameError] = []
+        if self._skip:
+            if len(data) <= self._skip:
+                self._skip -= len(data)
+                return out
+            data = data[self._skip :]
+            self._skip = 0
+        self._buf += data
+        if self._mode is None:
+            stripped = self._buf.lstrip()
+            if not stripped:
+                self._buf.clear()
+                return out
+            self._mode = "line" if stripped[:1] in (b"{", b"[") else "lsp"
+        if self._mode == "line":
+            self._feed_lines(out)
+        else:
+            self._feed_lsp(out)
+        return out
+
+    def _feed_lines(self, out: list[bytes | FrameError]) -> None:
+        buf = self._buf
+        start = 0
+        if self._need == -2:  # discarding the rest of an oversized line
+            nl = buf.find(b"\n")
+            if nl < 0:
+                buf.clear()
+                return
+            start, self._need = nl + 1, -1
+        while True:
+            nl = buf.find(b"\n", start)
+            if nl < 0:
+                break
+            line = bytes(buf[start:nl]).strip()
+            start = nl + 1
+            if len(line) > self._max:
+                out.append(FrameError(f"line longer than {self._max} bytes", fatal=False))
+            elif line:
+                out.append(line)
+        del buf[:start]
+        if len(buf) > self._max:
+            out.append(FrameError(f"line longer than {self._max} bytes", fatal=False))
+            buf.clear()
+            self._need = -2
+
+    def _feed_lsp(self, out: list[bytes | FrameError]) -> None:
+        buf = self._buf
+        while True:
+            if self._need < 0:
+                end = buf.find(b"\r\n\r\n")
+                if end < 0:
+                    if len(buf) > MAX_HEADER:
+                        out.append(FrameError("header section too long or not LSP framing", fatal=True))
+                        buf.clear()
+                    return
+                length = _content_length(bytes(buf[:end]))
+                del buf[: end + 4]
+                if length is None:
+                    out.append(FrameError("bad or missing Content-Length header", fatal=True))
+                    buf.clear()
+                    return
+                if length > self._max:
+                    out.append(FrameError(f"frame of {length} bytes exceeds the {self._max}-byte limit", fatal=False))
+                    if len(buf) >= length:
+                        del buf[:length]
+                    else:
+                        self._skip = length - len(buf)
+                        buf.clear()
+                        return
+                    continue
+                self._need = length
+            if len(buf) < self._need:
+                return
+            out.append(bytes(buf[: self._need]))
+            del buf[: self._need]
+            self._need = -1
+
+
+def _content_length(headers: bytes) -> int | None:
+    length = None
+    for line in headers.split(b"\r\n"):
+        name, sep, value = line.partition(b":")
+        if not sep:
+            return None
+        if name.strip().lower() == b"content-length":
+            value = value.strip()
+            if not value.isdigit():
+                return None
+            length = int(value)
+    return length

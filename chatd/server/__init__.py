@@ -1,0 +1,1 @@
+"""The server layer: sockets, framing, one pygls protocol object per connection, params in, results out."""

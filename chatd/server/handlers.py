@@ -1,0 +1,198 @@
+"""The dispatch table: one thin handler per JSON-RPC method, params in (msgspec), result out.
+
+Each handler converts raw params with the method's Struct, calls the daemon's services, and returns a
+protocol Struct. Errors become JSON-RPC errors here, once: msgspec.ValidationError is -32602, a
+ChatdError carries its own code, anything else is -32603 with the detail in the log only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import os
+import time
+from typing import TYPE_CHECKING, Any, Callable
+
+import msgspec
+
+import chatd
+from chatd import protocol as p
+from chatd.conversation import info
+from chatd.errors import ChatdError
+from chatd.server.rpc import Connection, ErrorReply
+
+if TYPE_CHECKING:
+    from chatd.app import Daemon
+
+log = logging.getLogger("chatd.handlers")
+
+METHODS: dict[str, tuple[Callable[..., Any], type | None]] = {}
+
+
+def method(name: str, params_type: type | None = None):
+    def register(fn):
+        METHODS[name] = (fn, params_type)
+        return fn
+
+    return register
+
+
+def _convert(params: Any, params_type: type | None) -> Any:
+    if params_type is None:
+        return params
+    if params is None:
+        params = {}
+    elif type(params) is list:
+        raise msgspec.ValidationError("chatd methods take named params (a JSON object)")
+    return msgspec.convert(params, params_type)
+
+
+def _error(exc: Exception, method_name: str) -> ErrorReply:
+    if isinstance(exc, msgspec.ValidationError):
+        return ErrorReply(p.INVALID_PARAMS, f"invalid params for {method_name}: {exc}")
+    if isinstance(exc, ChatdError):
+        return ErrorReply(exc.code, exc.message, exc.data)
+    log.exception("internal error in %s", method_name)
+    return ErrorReply(p.INTERNAL_ERROR, f"internal error in {method_name}: {type(exc).__name__} (see the daemon log)")
+
+
+def bind(conn: Connection) -> dict[str, Callable[[Any], Any]]:
+    """The per-connection table pygls dispatches through: each entry takes the raw params."""
+    return {name: _bound(conn, name, fn, ptype) for name, (fn, ptype) in METHODS.items()}
+
+
+def _bound(conn: Connection, name: str, fn: Callable[..., Any], ptype: type | None) -> Callable[[Any], Any]:
+    if inspect.iscoroutinefunction(fn):
+        async def run_async(params: Any) -> Any:
+            try:
+                return await fn(conn, _convert(params, ptype))
+            except Exception as exc:  # CancelledError passes: pygls answers -32800
+                return _error(exc, name)
+
+        return run_async
+
+    def run(params: Any) -> Any:
+        try:
+            return fn(conn, _convert(params, ptype))
+        except Exception as exc:
+            return _error(exc, name)
+
+    return run
+
+
+def _daemon(conn: Connection) -> "Daemon":
+    return conn.context
+
+
+# ---------------------------------------------------------------- lifecycle
+@method(p.INITIALIZE, p.InitializeParams)
+def initialize(conn: Connection, params: p.InitializeParams) -> dict[str, Any]:
+    conn.initialized = True
+    if params.client_info:
+        conn.name = str(params.client_info.get("name", conn.name))[:100]
+    return {
+        "serverInfo": {"name": "chatd", "version": chatd.__version__},
+        "protocolVersion": p.PROTOCOL_VERSION,
+        "capabilities": {"methods": sorted(METHODS)},
+    }
+
+
+@method("initialized")
+def initialized(conn: Connection, params: Any) -> None:
+    return None
+
+
+@method(p.SHUTDOWN)
+def shutdown(conn: Connection, params: Any) -> None:
+    conn.shut_down = True
+    return None
+
+
+@method(p.DAEMON_STATUS)
+def daemon_status(conn: Connection, params: Any) -> p.DaemonStatus:
+    d = _daemon(conn)
+    return p.DaemonStatus(
+        version=chatd.__version__, protocol_version=p.PROTOCOL_VERSION, pid=os.getpid(),
+        uptime_s=time.monotonic() - d.started, store_path=d.store.path, socket_path=d.socket_path,
+        connections=len(d.connections), active_turns=d.service.active_turns, providers=d.provider_keys(),
+    )
+
+
+@method(p.DAEMON_SHUTDOWN)
+def daemon_shutdown(conn: Connection, params: Any) -> p.OkResult:
+    asyncio.get_running_loop().call_soon(_daemon(conn).request_stop)
+    return p.OkResult()
+
+
+@method(p.MODELS_LIST)
+def models_list(conn: Connection, params: Any) -> p.ModelsListResult:
+    return p.ModelsListResult(models=_daemon(conn).models_out())
+
+
+# ---------------------------------------------------------------- conversations
+@method(p.CONVERSATION_CREATE, p.ConversationCreateParams)
+def conversation_create(conn: Connection, params: p.ConversationCreateParams) -> p.ConversationResult:
+    return p.ConversationResult(conversation=info(_daemon(conn).service.create(params)))
+
+
+@method(p.CONVERSATION_LIST, p.ConversationListParams)
+def conversation_list(conn: Connection, params: p.ConversationListParams) -> p.ConversationListResult:
+    convs = _daemon(conn).service.list(params.query, params.limit)
+    return p.ConversationListResult(conversations=[info(c) for c in convs])
+
+
+@method(p.CONVERSATION_GET, p.ConversationGetParams)
+def conversation_get(conn: Connection, params: p.ConversationGetParams) -> p.ConversationGetResult:
+    conv, messages = _daemon(conn).service.get(params.name, params.after_seq)
+    return p.ConversationGetResult(conversation=info(conv), messages=messages)
+
+
+@method(p.CONVERSATION_UPDATE, p.ConversationUpdateParams)
+def conversation_update(conn: Connection, params: p.ConversationUpdateParams) -> p.ConversationResult:
+    return p.ConversationResult(conversation=info(_daemon(conn).service.update(params)))
+
+
+@method(p.CONVERSATION_DELETE, p.NameParams)
+def conversation_delete(conn: Connection, params: p.NameParams) -> p.OkResult:
+    _daemon(conn).service.delete(params.name)
+    return p.OkResult()
+
+
+@method(p.CONVERSATION_CLEAR, p.NameParams)
+def conversation_clear(conn: Connection, params: p.NameParams) -> p.ConversationResult:
+    return p.ConversationResult(conversation=info(_daemon(conn).service.clear(params.name)))
+
+
+@method(p.CONVERSATION_FORK, p.ConversationForkParams)
+def conversation_fork(conn: Connection, params: p.ConversationForkParams) -> p.ConversationResult:
+    return p.ConversationResult(conversation=info(_daemon(conn).service.fork(params)))
+
+
+@method(p.CONVERSATION_SUBSCRIBE, p.ConversationGetParams)
+def conversation_subscribe(conn: Connection, params: p.ConversationGetParams) -> Any:
+    d = _daemon(conn)
+    if params.name == p.WILDCARD:
+        d.hub.subscribe(None, conn)
+        return p.ConversationListResult(conversations=[info(c) for c in d.service.list(None, 10_000)])
+    conv, messages = d.service.get(params.name, params.after_seq)
+    d.hub.subscribe(conv.id, conn)  # same tick as the read: no event can fall between them
+    return p.ConversationGetResult(conversation=info(conv), messages=messages)
+
+
+@method(p.CONVERSATION_UNSUBSCRIBE, p.NameParams)
+def conversation_unsubscribe(conn: Connection, params: p.NameParams) -> p.OkResult:
+    d = _daemon(conn)
+    d.hub.unsubscribe(None if params.name == p.WILDCARD else d.service.lookup(params.name).id, conn)
+    return p.OkResult()
+
+
+# ---------------------------------------------------------------- chat
+@method(p.CHAT_SEND, p.ChatSendParams)
+async def chat_send(conn: Connection, params: p.ChatSendParams) -> p.SendResult:
+    return await _daemon(conn).service.send(params, origin=conn)
+
+
+@method(p.CHAT_CANCEL, p.ChatCancelParams)
+def chat_cancel(conn: Connection, params: p.ChatCancelParams) -> p.CancelResult:
+    return p.CancelResult(cancelled=_daemon(conn).service.cancel(params.conversation))

@@ -1,0 +1,61 @@
+"""Who hears about what: subscriptions per conversation, and publishing a notification to them.
+
+A notification is encoded once and written to every subscriber and to the connection that caused it.
+Wildcard subscribers (`conversation/subscribe {name: "*"}`) hear every conversation's lifecycle and
+turn boundaries, but not its streamed deltas.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chatd import protocol as p
+
+_NOT_FOR_WILDCARD = {p.CHAT_DELTA}
+
+
+class Hub:
+    def __init__(self) -> None:
+        self._subs: dict[int, set[Any]] = {}
+        self._wildcard: set[Any] = set()
+
+    def subscribe(self, conv_id: int | None, conn: Any) -> None:
+        if conv_id is None:
+            self._wildcard.add(conn)
+        else:
+            self._subs.setdefault(conv_id, set()).add(conn)
+
+    def unsubscribe(self, conv_id: int | None, conn: Any) -> None:
+        if conv_id is None:
+            self._wildcard.discard(conn)
+            return
+        subs = self._subs.get(conv_id)
+        if subs is not None:
+            subs.discard(conn)
+            if not subs:
+                del self._subs[conv_id]
+
+    def drop(self, conn: Any) -> None:
+        """Forget a closed connection everywhere."""
+        self._wildcard.discard(conn)
+        for conv_id in [c for c, subs in self._subs.items() if conn in subs]:
+            self.unsubscribe(conv_id, conn)
+
+    def subscriber_count(self, conv_id: int) -> int:
+        return len(self._subs.get(conv_id, ()))
+
+    def publish(self, conv_id: int, method: str, params: Any, origin: Any = None) -> None:
+        subs = self._subs.get(conv_id)
+        wildcard = self._wildcard if method not in _NOT_FOR_WILDCARD else ()
+        if not subs and not wildcard and origin is None:
+            return
+        body = p.encode({"jsonrpc": "2.0", "method": method, "params": params})
+        sent = set()
+        for conn in (*(subs or ()), *wildcard):
+            if conn not in sent:
+                sent.add(conn)
+                conn.send_body(body)
+        if origin is not None and origin not in sent:
+            origin.send_body(body)
+        if method == p.CONVERSATION_CHANGED and params.kind == "deleted":
+            self._subs.pop(conv_id, None)

@@ -1,0 +1,281 @@
+"""SQLite persistence for conversations, messages and turn provenance; the only writer of that data.
+
+Invariants:
+- A turn is one transaction: its messages, its provenance row and the conversation's counters, or nothing.
+- `seq` is per conversation, strictly increasing, never reused (clear keeps the counter).
+- Appending reads and writes O(1) rows whatever the history length.
+- WAL with synchronous=NORMAL: a committed turn survives `kill -9` of the daemon (the WAL is in the OS
+  page cache); only a power loss can take the last few commits. The file is created 0600.
+Methods are synchronous and fast (tens of microseconds); the daemon calls them on its event loop.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from typing import Any
+
+import msgspec
+
+from chatd import protocol as p
+from chatd.store import schema
+
+_parts_decoder = msgspec.json.Decoder(list[p.Part])
+_json = msgspec.json.encode
+
+
+class Conversation(msgspec.Struct):
+    id: int
+    name: str
+    system: str | None
+    models: list[str]
+    model_weights: list[float] | None
+    prefer_model: str
+    params: dict[str, Any]
+    last_model: str | None
+    last_seq: int
+    message_count: int
+    created_at: float
+    updated_at: float
+
+
+class NewMessage(msgspec.Struct):
+    role: p.Role
+    parts: list[p.Part]
+    model: str | None = None
+
+
+class TurnRecord(msgspec.Struct):
+    id: str
+    model: str | None
+    provider: str | None
+    attempts: list[p.Attempt]
+    usage: p.Usage
+    cost: float
+    finish_reason: str | None
+    started_at: float
+    finished_at: float
+
+
+_CONV_COLS = (
+    "id, name, system, models, model_weights, prefer_model, params, last_model,"
+    " last_seq, message_count, created_at, updated_at"
+)
+
+
+def text_of(parts: list[p.Part]) -> str:
+    return "".join(part.text for part in parts if isinstance(part, p.TextPart))
+
+
+def _conv(row: tuple) -> Conversation:
+    return Conversation(
+        id=row[0],
+        name=row[1],
+        system=row[2],
+        models=msgspec.json.decode(row[3]),
+        model_weights=msgspec.json.decode(row[4]) if row[4] else None,
+        prefer_model=row[5],
+        params=msgspec.json.decode(row[6]),
+        last_model=row[7],
+        last_seq=row[8],
+        message_count=row[9],
+        created_at=row[10],
+        updated_at=row[11],
+    )
+
+
+def _message(row: tuple) -> p.MessageOut:
+    return p.MessageOut(
+        seq=row[0], role=row[1], text=row[2], parts=_parts_decoder.decode(row[3]),
+        model=row[4], turn_id=row[5], created_at=row[6],
+    )
+
+
+class Store:
+    def __init__(self, path: str) -> None:
+        self.path = path
+        if path != ":memory:":
+            os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+            os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
+            os.chmod(path, 0o600)
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.execute("PRAGMA busy_timeout=5000")
+        schema.migrate(self._db)
+
+    def close(self) -> None:
+        self._db.close()
+
+    # ------------------------------------------------------------ conversations
+    def get(self, name: str) -> Conversation | None:
+        row = self._db.execute(f"SELECT {_CONV_COLS} FROM conversations WHERE name = ?", (name,)).fetchone()
+        return _conv(row) if row else None
+
+    def get_by_id(self, conv_id: int) -> Conversation | None:
+        row = self._db.execute(f"SELECT {_CONV_COLS} FROM conversations WHERE id = ?", (conv_id,)).fetchone()
+        return _conv(row) if row else None
+
+    def last_seq(self, conv_id: int) -> int | None:
+        row = self._db.execute("SELECT last_seq FROM conversations WHERE id = ?", (conv_id,)).fetchone()
+        return row[0] if row else None
+
+    def create(
+        self,
+        name: str,
+        *,
+        system: str | None = None,
+        models: list[str] | None = None,
+        model_weights: list[float] | None = None,
+        prefer_model: str = "last",
+        params: dict[str, Any] | None = None,
+    ) -> Conversation:
+        now = time.time()
+        cur = self._db.execute(
+            "INSERT INTO conversations (name, system, models, model_weights, prefer_model, params,"
+            " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (name, system, _json(models or []), _json(model_weights) if model_weights else None,
+             prefer_model, _json(params or {}), now, now),
+        )
+        return self.get_by_id(cur.lastrowid)  # type: ignore[return-value]
+
+    def list(self, query: str | None = None, limit: int = 100) -> list[Conversation]:
+        sql = f"SELECT {_CONV_COLS} FROM conversations"
+        args: tuple = ()
+        if query:
+            sql += " WHERE name LIKE ? ESCAPE '\\'"
+            escaped = query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            args = (f"%{escaped}%",)
+        sql += " ORDER BY updated_at DESC LIMIT ?"
+        return [_conv(r) for r in self._db.execute(sql, (*args, limit))]
+
+    _UPDATABLE = {"name", "system", "models", "model_weights", "prefer_model", "params", "last_model"}
+
+    def update(self, conv_id: int, **fields: Any) -> Conversation:
+        unknown = set(fields) - self._UPDATABLE
+        if unknown:
+            raise ValueError(f"cannot update {sorted(unknown)}")
+        cols, args = [], []
+        for key, value in fields.items():
+            cols.append(f"{key} = ?")
+            args.append(_json(value) if key in ("models", "model_weights", "params") and value is not None else value)
+        cols.append("updated_at = ?")
+        args.append(time.time())
+        self._db.execute(f"UPDATE conversations SET {', '.join(cols)} WHERE id = ?", (*args, conv_id))
+        return self.get_by_id(conv_id)  # type: ignore[return-value]
+
+    def delete(self, conv_id: int) -> None:
+        self._db.execute("DELETE FROM conversations WHERE id = ?", (conv_id,))
+
+    def clear(self, conv_id: int) -> Conversation:
+        with self._transaction():
+            self._db.execute("DELETE FROM messages WHERE conversation_id = ?", (conv_id,))
+            self._db.execute("DELETE FROM turns WHERE conversation_id = ?", (conv_id,))
+            self._db.execute(
+                "UPDATE conversations SET message_count = 0, updated_at = ? WHERE id = ?", (time.time(), conv_id)
+            )
+        return self.get_by_id(conv_id)  # type: ignore[return-value]
+
+    def fork(self, source: Conversation, new_name: str, at_seq: int | None) -> Conversation:
+        upto = source.last_seq if at_seq is None else at_seq
+        with self._transaction():
+            fork = self.create(
+                new_name, system=source.system, models=source.models, model_weights=source.model_weights,
+                prefer_model=source.prefer_model, params=source.params,
+            )
+            self._db.execute(
+                "INSERT INTO messages (conversation_id, seq, role, text, parts, model, turn_id, created_at)"
+                " SELECT ?, seq, role, text, parts, model, turn_id, created_at FROM messages"
+                " WHERE conversation_id = ? AND seq <= ?",
+                (fork.id, source.id, upto),
+            )
+            count, last = self._db.execute(
+                "SELECT count(*), coalesce(max(seq), 0) FROM messages WHERE conversation_id = ?", (fork.id,)
+            ).fetchone()
+            self._db.execute(
+                "UPDATE conversations SET message_count = ?, last_seq = ?, last_model = ? WHERE id = ?",
+                (count, last, source.last_model, fork.id),
+            )
+        return self.get_by_id(fork.id)  # type: ignore[return-value]
+
+    # ------------------------------------------------------------ messages and turns
+    def messages(self, conv_id: int, after_seq: int = 0) -> list[p.MessageOut]:
+        rows = self._db.execute(
+            "SELECT seq, role, text, parts, model, turn_id, created_at FROM messages"
+            " WHERE conversation_id = ? AND seq > ? ORDER BY seq",
+            (conv_id, after_seq),
+        )
+        return [_message(r) for r in rows]
+
+    def commit_turn(self, conv_id: int, turn: TurnRecord, messages: list[NewMessage]) -> list[p.MessageOut]:
+        """Append one finished turn atomically; returns the stored messages with their seqs."""
+        now = time.time()
+        out: list[p.MessageOut] = []
+        with self._transaction():
+            row = self._db.execute("SELECT last_seq FROM conversations WHERE id = ?", (conv_id,)).fetchone()
+            if row is None:
+                raise LookupError("conversation was deleted during the turn")
+            seq = row[0]
+            self._db.execute(
+                "INSERT INTO turns (id, conversation_id, model, provider, attempts, usage, cost, finish_reason,"
+                " started_at, finished_at, latency_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (turn.id, conv_id, turn.model, turn.provider, _json(turn.attempts), _json(turn.usage), turn.cost,
+                 turn.finish_reason, turn.started_at, turn.finished_at,
+                 (turn.finished_at - turn.started_at) * 1000.0),
+            )
+            rows = []
+            for m in messages:
+                seq += 1
+                text = text_of(m.parts)
+                rows.append((conv_id, seq, m.role, text, _json(m.parts), m.model, turn.id, now))
+                out.append(p.MessageOut(seq=seq, role=m.role, text=text, parts=m.parts, model=m.model,
+                                        turn_id=turn.id, created_at=now))
+            self._db.executemany(
+                "INSERT INTO messages (conversation_id, seq, role, text, parts, model, turn_id, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+            self._db.execute(
+                "UPDATE conversations SET last_seq = ?, message_count = message_count + ?, last_model = ?,"
+                " updated_at = ? WHERE id = ?",
+                (seq, len(messages), turn.model, now, conv_id),
+            )
+        return out
+
+    def turn(self, turn_id: str) -> dict[str, Any] | None:
+        row = self._db.execute(
+            "SELECT id, model, provider, attempts, usage, cost, finish_reason, started_at, finished_at, latency_ms"
+            " FROM turns WHERE id = ?",
+            (turn_id,),
+        ).fetchone()
+        if row is None:
+            return None
+        keys = ("id", "model", "provider", "attempts", "usage", "cost", "finishReason", "startedAt",
+                "finishedAt", "latencyMs")
+        out = dict(zip(keys, row))
+        out["attempts"] = msgspec.json.decode(out["attempts"])
+        out["usage"] = msgspec.json.decode(out["usage"])
+        return out
+
+    def _transaction(self) -> "_Tx":
+        return _Tx(self._db)
+
+
+class _Tx:
+    """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception (including cancellation)."""
+
+    __slots__ = ("_db",)
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def __enter__(self) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self._db.execute("COMMIT")
+        else:
+            self._db.execute("ROLLBACK")
