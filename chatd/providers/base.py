@@ -29,15 +29,43 @@ class ModelSpec(msgspec.Struct, frozen=True):
     options: dict[str, Any] = {}
 
 
+class ToolSpec(msgspec.Struct, frozen=True):
+    """A tool offered to the model: `parameters` is a JSON Schema object."""
+
+    name: str
+    description: str = ""
+    parameters: dict[str, Any] = {"type": "object", "properties": {}}
+
+
 class ProviderRequest(msgspec.Struct):
+    """The provider-neutral request. `messages` are stored transcript messages (roles user, assistant,
+    tool) whose `parts` carry text, tool calls, tool results and thinking. `options` are camelCase
+    sampling options: maxNewTokens, temperature, topP, stop, jsonSchema, jsonMode, reasoningEffort."""
+
     model: ModelSpec
     system: str | None
     messages: list[p.MessageOut]
     options: dict[str, Any] = {}
+    tools: list[ToolSpec] = []
 
 
 class TextDelta(msgspec.Struct, frozen=True):
     text: str
+
+
+class ToolCallEvent(msgspec.Struct, frozen=True):
+    """A complete tool call (adapters assemble argument fragments before yielding it)."""
+
+    id: str
+    name: str
+    arguments: dict[str, Any]
+
+
+class ThinkingEvent(msgspec.Struct, frozen=True):
+    """Reasoning text and/or its signature; kept in the transcript for the provider that made it."""
+
+    text: str = ""
+    signature: str | None = None
 
 
 class UsageEvent(msgspec.Struct, frozen=True):
@@ -48,7 +76,7 @@ class Finish(msgspec.Struct, frozen=True):
     reason: str
 
 
-Event = TextDelta | UsageEvent | Finish
+Event = TextDelta | ToolCallEvent | ThinkingEvent | UsageEvent | Finish
 
 ErrorKind = Literal[
     "rate_limit", "overloaded", "server", "auth", "bad_request", "context_length",
@@ -75,6 +103,48 @@ class Provider(Protocol):
     name: str
 
     def stream(self, request: ProviderRequest) -> AsyncIterator[Event]: ...
+
+
+def retry_after_seconds(headers: Any) -> float | None:
+    """`retry-after-ms` (milliseconds) or `Retry-After` (seconds; an HTTP date is ignored)."""
+    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value is None:
+            continue
+        try:
+            return max(float(value) * scale, 0.0)
+        except ValueError:
+            continue
+    return None
+
+
+def http_error(status: int, message: str, headers: Any = None, *, context_markers: tuple[str, ...] = (
+        "context_length", "context length", "maximum context", "too many tokens", "prompt is too long",
+        "exceeds the maximum")) -> ProviderError:
+    """Classify an HTTP error status (and message) once, for every adapter."""
+    retry_after = retry_after_seconds(headers) if headers is not None else None
+    lowered = message.lower()
+    if status == 429:
+        return ProviderError("rate_limit", message, status=status, retry_after=retry_after)
+    if status == 529:
+        return ProviderError("overloaded", message, status=status, retry_after=retry_after)
+    if status in (401, 403):
+        return ProviderError("auth", message, status=status)
+    if status in (400, 413, 422) and any(m in lowered for m in context_markers):
+        return ProviderError("context_length", message, status=status)
+    if status == 408:
+        return ProviderError("timeout", message, status=status, retry_after=retry_after)
+    if status >= 500:
+        return ProviderError("server", message, status=status, retry_after=retry_after)
+    return ProviderError("bad_request", message, status=status)
+
+
+def scrub(text: str, secrets: Any) -> str:
+    """Remove every secret (API keys) from text bound for an error message or a log line."""
+    for secret in secrets:
+        if secret and len(secret) >= 8:
+            text = text.replace(secret, "[redacted]")
+    return text
 
 
 def cost_of(spec: ModelSpec, usage: p.Usage) -> float:

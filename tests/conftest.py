@@ -1,0 +1,16 @@
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+from helpers import new_daemon  # noqa: E402
+
+
+@pytest.fixture
+def daemon(tmp_path):
+    """A running `chatd serve` subprocess with its own CHATD_HOME."""
+    d = new_daemon(tmp_path).start()
+    yield d
+    d.stop()
