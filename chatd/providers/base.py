@@ -34,7 +34,7 @@ class ToolSpec(msgspec.Struct, frozen=True):
 
     name: str
     description: str = ""
-    parameters: dict[str, Any] = {"type": "object", "properties": {}}
+    parameters: dict[str, Any] = msgspec.field(default_factory=lambda: {"type": "object", "properties": {}})
 
 
 class ProviderRequest(msgspec.Struct):
