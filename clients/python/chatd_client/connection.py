@@ -47,8 +47,15 @@ class Client:
         self.on_notification: Callable[[str, Any], None] | None = None
 
     def request(self, method: str, params: Any = None) -> Any:
+        return self.wait(self.send_request(method, params))
+
+    def send_request(self, method: str, params: Any = None) -> int:
         msg_id = next(self._ids)
         self._send({"jsonrpc": "2.0", "id": msg_id, "method": method, "params": params})
+        return msg_id
+
+    def wait(self, msg_id: int) -> Any:
+        """Read until the reply to `msg_id`; notifications meanwhile go to `on_notification` or the queue."""
         while True:
             msg = self.read_message()
             if msg.get("id") == msg_id and "method" not in msg:
