@@ -1,0 +1,18 @@
+# Sourced by scripts/chat and scripts/test: make .venv with chatd installed (editable), once per pyproject change.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="$ROOT/.venv"
+PY="${PYTHON:-python3}"
+extras="${1:-}"
+stamp="$VENV/.chatd-installed${extras:+-$extras}"
+want="$(cat "$ROOT/pyproject.toml" | sha256sum | cut -d' ' -f1)"
+if [ ! -x "$VENV/bin/python" ]; then
+  "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "chatd needs Python 3.11+ ($PY is older)" >&2; exit 1; }
+  echo "setting up $VENV ..." >&2
+  "$PY" -m venv "$VENV"
+fi
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  echo "installing chatd${extras:+ with [$extras]} into $VENV ..." >&2
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$ROOT${extras:+[$extras]}"
+  echo "$want" > "$stamp"
+fi
