@@ -42,13 +42,15 @@ class EventSink(Protocol):
 class _State:
     """An active conversation's row and its history, kept in memory between turns."""
 
-    __slots__ = ("conv", "messages", "lock", "task")
+    __slots__ = ("conv", "messages", "lock", "task", "streaming")
 
     def __init__(self, conv: Conversation, messages: list[p.MessageOut]) -> None:
         self.conv = conv
         self.messages = messages
         self.lock = asyncio.Lock()
         self.task: asyncio.Task | None = None
+        # the running turn: (turn id, user message, model, reply chunks so far)
+        self.streaming: tuple[str, p.MessageOut, str, list[str]] | None = None
 
 
 def info(conv: Conversation) -> p.ConversationInfo:
@@ -111,6 +113,14 @@ class ConversationService:
         if state is not None and state.conv.last_seq == conv.last_seq:
             return conv, [m for m in state.messages if m.seq > after_seq]
         return conv, self.store.messages(conv.id, after_seq)
+
+    def active_turn(self, name: str) -> p.ActiveTurn | None:
+        conv = self.store.get(name)
+        state = self._states.get(conv.id) if conv is not None else None
+        if state is None or state.streaming is None:
+            return None
+        turn_id, user, model, chunks = state.streaming
+        return p.ActiveTurn(turn_id=turn_id, user=user, model=model, text="".join(chunks))
 
     def list(self, query: str | None, limit: int) -> list[Conversation]:
         if limit < 1:
@@ -242,6 +252,7 @@ class ConversationService:
                                           options=options)
                 t0 = time.perf_counter()
                 chunks: list[str] = []
+                state.streaming = (turn_id, user, name, chunks)
                 usage, reason = p.Usage(), "stop"
                 try:
                     async for event in self.providers[spec.provider].stream(request):
@@ -272,10 +283,13 @@ class ConversationService:
             publish(conv.id, p.CHAT_TURN_ENDED,
                     p.TurnEnded(conversation=conv.name, turn_id=turn_id, outcome="failed", error=message), origin)
             raise
+        finally:
+            state.streaming = None
 
     def _commit(self, state: _State, user: p.MessageOut, text: str, spec, usage: p.Usage, reason: str,
                 attempts: list[p.Attempt], started: float, origin: object | None) -> p.SendResult:
         conv = state.conv
+        state.streaming = None
         finished = time.time()
         cost = cost_of(spec, usage)
         record = TurnRecord(id=user.turn_id or "", model=spec.name, provider=spec.provider, attempts=attempts,

@@ -207,9 +207,19 @@ class ConversationResult(_Out):
     conversation: ConversationInfo
 
 
+class ActiveTurn(_Out):
+    """A turn still streaming: what a client that opens the conversation mid-turn has missed."""
+
+    turn_id: str
+    user: MessageOut
+    model: str
+    text: str
+
+
 class ConversationGetResult(_Out):
     conversation: ConversationInfo
     messages: list[MessageOut]
+    active_turn: ActiveTurn | None = None
 
 
 class ConversationListResult(_Out):

@@ -70,7 +70,9 @@ class DaemonProc:
 
 
 def make_env(home: str, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CHATD_")}
+    # No real keys or endpoints leak in from the developer's shell: tests are offline and deterministic.
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("CHATD_") and not k.endswith(("_API_KEY", "_BASE_URL"))}
     env["CHATD_HOME"] = home
     env.update(extra)
     return env

@@ -154,3 +154,29 @@ def test_conversation_crud_and_errors(daemon):
         await c.close()
 
     asyncio.run(main())
+
+
+def test_a_late_subscriber_gets_the_turn_in_progress(daemon):
+    async def main():
+        a = await AsyncClient.connect(daemon.socket)
+        late = await AsyncClient.connect(daemon.socket)
+        await a.request("conversation/create", {"name": "live"})
+        await a.request("conversation/subscribe", {"name": "live"})
+        _, reply = a.start_request("chat/send", {"conversation": "live", "text": "one two three four",
+                                                 "params": {"echoDelayMs": 10}})
+        for _ in range(3):  # three words streamed before the late client arrives
+            while (await a.notifications.get())[0] != "chat/delta":
+                pass
+        sub = await late.request("conversation/subscribe", {"name": "live"})
+        active = sub["activeTurn"]
+        assert active["user"]["text"] == "one two three four" and active["model"] == "echo"
+        events = await _events_until(late, "chat/turnEnded")
+        rest = "".join(prm["text"] for m, prm in events if m == "chat/delta")
+        final = (await reply)["result"]["message"]["text"]
+        assert active["text"] and active["text"] + rest == final  # nothing missed, nothing twice
+        done = await late.request("conversation/get", {"name": "live"})
+        assert done["activeTurn"] is None and len(done["messages"]) == 2
+        await a.close()
+        await late.close()
+
+    asyncio.run(main())

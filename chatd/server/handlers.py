@@ -144,8 +144,10 @@ def conversation_list(conn: Connection, params: p.ConversationListParams) -> p.C
 
 @method(p.CONVERSATION_GET, p.ConversationGetParams)
 def conversation_get(conn: Connection, params: p.ConversationGetParams) -> p.ConversationGetResult:
-    conv, messages = _daemon(conn).service.get(params.name, params.after_seq)
-    return p.ConversationGetResult(conversation=info(conv), messages=messages)
+    service = _daemon(conn).service
+    conv, messages = service.get(params.name, params.after_seq)
+    return p.ConversationGetResult(conversation=info(conv), messages=messages,
+                                   active_turn=service.active_turn(params.name))
 
 
 @method(p.CONVERSATION_UPDATE, p.ConversationUpdateParams)
@@ -177,7 +179,8 @@ def conversation_subscribe(conn: Connection, params: p.ConversationGetParams) ->
         return p.ConversationListResult(conversations=[info(c) for c in d.service.list(None, 10_000)])
     conv, messages = d.service.get(params.name, params.after_seq)
     d.hub.subscribe(conv.id, conn)  # same tick as the read: no event can fall between them
-    return p.ConversationGetResult(conversation=info(conv), messages=messages)
+    return p.ConversationGetResult(conversation=info(conv), messages=messages,
+                                   active_turn=d.service.active_turn(params.name))
 
 
 @method(p.CONVERSATION_UNSUBSCRIBE, p.NameParams)
