@@ -1,0 +1,287 @@
+"""Daemon workloads: start-up and idle memory, history pre-population, and the daemon-side turn.
+
+The daemon runs as a real `python -m chatd serve` on a private CHATD_HOME, started the way tests/helpers.py
+does (a --ready-fd pipe). The daemon-side turn is timed in a worker process that drives the same
+`ConversationService` the daemon uses, on its own copy of the database: `chat/send` from params to the
+committed SQLite transaction and the published notifications, without the socket.
+
+    python -m bench.daemon_bench turns DB CONVERSATION COUNT [--o1-echo]  -> {"us": [...], "cold_us": first turn}
+    python -m bench.daemon_bench profile DB CONVERSATION COUNT   -> cProfile's top functions per warm turn
+    python -m bench.daemon_bench persist DB COUNT                -> commit_turn vs write+fsync, in µs
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import time
+from typing import Any
+
+import msgspec
+
+_encode = msgspec.json.Encoder().encode
+
+
+def daemon_env(home: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHATD_")}
+    env["CHATD_HOME"] = home
+    env["CHATD_LOG_LEVEL"] = "WARNING"
+    return env
+
+
+class Daemon:
+    """A `chatd serve` subprocess; `start()` returns seconds from spawn to the ready signal."""
+
+    def __init__(self, home: str) -> None:
+        self.home = home
+        self.socket = os.path.join(home, "run", "chatd.sock")
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 20.0) -> float:
+        read_end, write_end = os.pipe()
+        t0 = time.perf_counter()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "chatd", "serve", "--ready-fd", str(write_end)],
+            env=daemon_env(self.home), pass_fds=(write_end,), stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )
+        os.close(write_end)
+        try:
+            ready, _, _ = select.select([read_end], [], [], timeout)
+            line = os.read(read_end, 64) if ready else b""
+        finally:
+            os.close(read_end)
+        if line != b"ready\n":
+            self.proc.kill()
+            _, err = self.proc.communicate()
+            raise RuntimeError(f"chatd serve did not start: {err.decode(errors='replace')}")
+        return time.perf_counter() - t0
+
+    def rss_mb(self) -> float:
+        assert self.proc is not None
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+        raise RuntimeError("no VmRSS")
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def request_once(path: str, method: str, params: Any = None) -> dict:
+    """One blocking request on a fresh connection (the first request a client makes)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.connect(path)
+        body = _encode({"jsonrpc": "2.0", "id": 1, "method": method, "params": params})
+        sock.sendall(b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+        buf = b""
+        while True:
+            data = sock.recv(65536)
+            if not data:
+                raise ConnectionError("daemon closed the connection")
+            buf += data
+            end = buf.find(b"\r\n\r\n")
+            if end >= 0:
+                length = int(buf[:end].partition(b":")[2])
+                if len(buf) >= end + 4 + length:
+                    return msgspec.json.decode(buf[end + 4:end + 4 + length])
+
+
+def startup(home: str) -> dict[str, float]:
+    """Spawn to ready, spawn to the first answered `daemon/status`, and idle RSS right after it."""
+    daemon = Daemon(home)
+    t0 = time.perf_counter()
+    try:
+        ready_s = daemon.start()
+        reply = request_once(daemon.socket, "daemon/status")
+        first_s = time.perf_counter() - t0
+        assert "result" in reply, reply
+        rss = daemon.rss_mb()
+    finally:
+        daemon.stop()
+    return {"ready_ms": ready_s * 1000, "first_ms": first_s * 1000, "rss_mb": rss}
+
+
+def bare_python() -> dict[str, float]:
+    """The floor for any Python process: `python -I -S -c pass`, and its RSS."""
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-I", "-S", "-c", "pass"], check=True)
+    wall = time.perf_counter() - t0
+    out = subprocess.run([sys.executable, "-I", "-S", "-c",
+                          "print([l for l in open('/proc/self/status') if l.startswith('VmRSS')][0].split()[1])"],
+                         check=True, capture_output=True, text=True).stdout
+    return {"first_ms": wall * 1000, "rss_mb": int(out) / 1024}
+
+
+# ---------------------------------------------------------------- history
+def user_text(i: int) -> str:
+    return f"turn {i}: hello there, this is a message of ordinary length for a chat"
+
+
+def populate(db_path: str, sizes: list[int], copies: list[str]) -> dict[str, int]:
+    """Create conversations `{copy}{size}` holding `size` messages each, through chatd's own Store.
+
+    One conversation per size is built turn by turn (commit_turn, two messages a turn); the copies are
+    `Store.fork`s of it. Returns the message count per conversation name.
+    """
+    from chatd import protocol as p
+    from chatd.providers.echo import NOTICE
+    from chatd.store import NewMessage, Store, TurnRecord
+
+    store = Store(db_path)
+    made: dict[str, int] = {}
+    usage = p.Usage(input_tokens=10, output_tokens=20)
+    for size in sizes:
+        source = store.create(f"src{size}", models=["echo"])
+        for i in range(size // 2):
+            now = time.time()
+            text = user_text(i)
+            record = TurnRecord(id=os.urandom(16).hex(), model="echo", provider="echo",
+                                attempts=[p.Attempt(model="echo", outcome="ok", latency_ms=0.1)], usage=usage,
+                                cost=0.0, finish_reason="stop", started_at=now, finished_at=now)
+            store.commit_turn(source.id, record, [
+                NewMessage(role="user", parts=[p.TextPart(text)]),
+                NewMessage(role="assistant", parts=[p.TextPart(f"{NOTICE} You said: {text}")], model="echo"),
+            ])
+        source = store.get_by_id(source.id)
+        for prefix in copies:
+            fork = store.fork(source, f"{prefix}{size}", None)
+            made[fork.name] = fork.message_count
+    store.close()
+    return made
+
+
+# ---------------------------------------------------------------- worker: daemon-side turns
+class _NullConn:
+    """A subscriber that drops what it is sent; the hub still encodes every notification for it."""
+
+    def send_body(self, body: bytes) -> None:
+        pass
+
+
+def _service(db_path: str, o1_echo: bool = False):
+    from chatd.conversation import ConversationService
+    from chatd.models import ModelRegistry
+    from chatd.providers.echo import EchoProvider
+    from chatd.routing import Router
+    from chatd.server.hub import Hub
+    from chatd.store import Store
+
+    class O1Echo(EchoProvider):
+        """What-if for the suggested fix: echo reads only the newest message (its reply already does)
+        instead of counting the words of the whole history for `usage.inputTokens` on every turn."""
+
+        def stream(self, request):
+            return super().stream(msgspec.structs.replace(request, messages=request.messages[-1:]))
+
+    store = Store(db_path)
+    echo = O1Echo() if o1_echo else EchoProvider()
+    return store, ConversationService(store, ModelRegistry(), {"echo": echo}, Hub(), router=Router(0))
+
+
+async def _turns(db_path: str, conversation: str, count: int, o1_echo: bool = False,
+                 profiler: Any = None) -> dict[str, Any]:
+    from chatd import protocol as p
+
+    store, service = _service(db_path, o1_echo)
+    origin = _NullConn()
+    clock = time.perf_counter_ns
+    samples = []
+    for i in range(count + 1):
+        params = p.ChatSendParams(conversation=conversation, text=f"turn {i}: hello there")
+        if i == 1 and profiler is not None:
+            profiler.enable()  # warm turns only: the first one loads the history into the cache
+        t0 = clock()
+        await service.send(params, origin=origin)
+        samples.append((clock() - t0) / 1000)
+    if profiler is not None:
+        profiler.disable()
+    store.close()
+    return {"cold_us": samples[0], "us": samples[1:]}
+
+
+def _profile(db_path: str, conversation: str, count: int, top: int = 8) -> dict[str, Any]:
+    import cProfile
+    import pstats
+
+    prof = cProfile.Profile()
+    out = asyncio.run(_turns(db_path, conversation, count, profiler=prof))
+    stats = pstats.Stats(prof).stats  # {(file, line, func): (cc, ncalls, tottime, cumtime, callers)}
+    rows = sorted(stats.items(), key=lambda kv: kv[1][2], reverse=True)[:top]
+    total = sum(v[2] for v in stats.values())
+    return {
+        "turns": count, "conversation": conversation, "total_us": total / count * 1e6,
+        "median_us_profiled": sorted(out["us"])[len(out["us"]) // 2],
+        "rows": [{"function": f"{os.path.basename(k[0])}:{k[1]}({k[2]})", "calls": v[1] / count,
+                  "tottime_us": v[2] / count * 1e6, "cumtime_us": v[3] / count * 1e6} for k, v in rows],
+    }
+
+
+def _persist(db_path: str, count: int) -> dict[str, Any]:
+    """One turn's commit (two messages and a provenance row) vs the same bytes appended with write+fsync."""
+    from chatd import protocol as p
+    from chatd.store import NewMessage, Store, TurnRecord
+
+    store = Store(db_path)
+    conv = store.create("persist", models=["echo"])
+    usage = p.Usage(input_tokens=10, output_tokens=20)
+    clock = time.perf_counter_ns
+
+    def turn(i: int) -> tuple[TurnRecord, list[NewMessage]]:
+        now = time.time()
+        record = TurnRecord(id=os.urandom(16).hex(), model="echo", provider="echo",
+                            attempts=[p.Attempt(model="echo", outcome="ok")], usage=usage, cost=0.0,
+                            finish_reason="stop", started_at=now, finished_at=now)
+        return record, [NewMessage(role="user", parts=[p.TextPart(user_text(i))]),
+                        NewMessage(role="assistant", parts=[p.TextPart("reply " + user_text(i))], model="echo")]
+
+    out: dict[str, list[float]] = {"commit_normal_us": [], "commit_full_us": [], "fsync_us": []}
+    for mode, key in (("NORMAL", "commit_normal_us"), ("FULL", "commit_full_us")):
+        store._db.execute(f"PRAGMA synchronous={mode}")  # FULL only to show the cost of the other choice
+        for i in range(count):
+            record, messages = turn(i)
+            t0 = clock()
+            store.commit_turn(conv.id, record, messages)
+            out[key].append((clock() - t0) / 1000)
+    store.close()
+    blob = _encode([m.parts for m in turn(0)[1]])
+    fd = os.open(db_path + ".raw", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        for _ in range(count):
+            t0 = clock()
+            os.write(fd, blob)
+            os.fsync(fd)
+            out["fsync_us"].append((clock() - t0) / 1000)
+    finally:
+        os.close(fd)
+        os.unlink(db_path + ".raw")
+    return out
+
+
+def main(argv: list[str]) -> None:
+    if argv[0] == "turns":
+        out = asyncio.run(_turns(argv[1], argv[2], int(argv[3]), o1_echo="--o1-echo" in argv))
+    elif argv[0] == "profile":
+        out = _profile(argv[1], argv[2], int(argv[3]))
+    elif argv[0] == "persist":
+        out = _persist(argv[1], int(argv[2]))
+    else:
+        raise SystemExit(f"unknown command {argv[0]}")
+    sys.stdout.buffer.write(_encode(out))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
