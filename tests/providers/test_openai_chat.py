@@ -1,0 +1,276 @@
+"""OpenAI Chat Completions: request building, transcript conversion, and streams from a fake server
+replaying the recorded fixtures (text, tool calls, usage, errors, failures)."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from chatd import protocol as p
+from chatd.providers.base import Finish, TextDelta, ThinkingEvent, ToolCallEvent, UsageEvent, cost_of
+from chatd.providers.openai_chat import COMPAT, ChatStream, OpenAIChatProvider, build_messages, build_request
+from chatd.providers.openai_responses import OpenAIProvider
+from fakes import FakeServer, Reply, fixture_events, sse, split
+from provider_helpers import WEATHER, client, collect, msg, request, run
+
+KEY = "sk-test-abcdefgh12345678"
+
+
+def provider(http: httpx.AsyncClient, url: str, **kw) -> OpenAIChatProvider:
+    return OpenAIChatProvider(http, base_url=url + "/v1", api_key=KEY, **kw)
+
+
+def texts(events) -> str:
+    return "".join(e.text for e in events if isinstance(e, TextDelta))
+
+
+# ---------------------------------------------------------------- request building
+def test_build_request_matches_the_recorded_body():
+    body = build_request(request("gpt-4o", msg("user", "Hello!"), system="You are a helpful assistant."))
+    assert body == {
+        "model": "gpt-4o",
+        "messages": [{"role": "developer", "content": "You are a helpful assistant."},
+                     {"role": "user", "content": "Hello!"}],
+        "stream": True, "stream_options": {"include_usage": True},
+    }
+
+
+def test_options_map_to_openai_fields_and_reasoning_models_drop_sampling():
+    body = build_request(request("gpt-4o", maxNewTokens=50, temperature=0.2, topP=0.9, stop="END", jsonMode=True))
+    assert body["max_completion_tokens"] == 50 and body["temperature"] == 0.2 and body["top_p"] == 0.9
+    assert body["stop"] == ["END"] and body["response_format"] == {"type": "json_object"}
+    body = build_request(request("o3", temperature=0.2, reasoningEffort="high",
+                                 jsonSchema={"title": "r", "type": "object"}))
+    assert "temperature" not in body and body["reasoning_effort"] == "high"
+    assert body["response_format"]["json_schema"] == {"name": "r", "schema": {"title": "r", "type": "object"}}
+    compat = build_request(request("llama-3.3-70b", maxNewTokens=5, system="s"), COMPAT)
+    assert compat["max_tokens"] == 5 and compat["messages"][0]["role"] == "system"
+
+
+def test_transcript_tool_round_trip_matches_the_schema_example():
+    """Fixture (C): the assistant's tool_calls echoed back, then the tool message."""
+    req = request("gpt-4o",
+                  msg("user", "what's the weather in NYC?"),
+                  msg("assistant", p.ToolCallPart(id="call_4XzlGBLtUe9dy3GVNV4jhq7h", name="get_weather",
+                                                  arguments={"city": "New York City"})),
+                  msg("tool", p.ToolResultPart(call_id="call_4XzlGBLtUe9dy3GVNV4jhq7h", name="get_weather",
+                                               output="72F and sunny")),
+                  tools=[WEATHER])
+    assert build_messages(req) == [
+        {"role": "user", "content": "what's the weather in NYC?"},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "call_4XzlGBLtUe9dy3GVNV4jhq7h", "type": "function",
+             "function": {"name": "get_weather", "arguments": "{\"city\":\"New York City\"}"}}]},
+        {"role": "tool", "tool_call_id": "call_4XzlGBLtUe9dy3GVNV4jhq7h", "content": "72F and sunny"},
+    ]
+    assert build_request(req)["tools"] == [{"type": "function", "function": {
+        "name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]
+
+
+def test_foreign_transcript_thinking_dropped_ids_remapped_gaps_filled():
+    long_id = "toolu_" + "x" * 60  # too long for OpenAI's 40-character ids
+    req = request("gpt-4o",
+                  msg("user", "go"),
+                  msg("assistant", p.ThinkingPart(text="hmm", signature="sig", provider="anthropic"),
+                      p.TextPart("calling"), p.ToolCallPart(id=long_id, name="a", arguments={}),
+                      p.ToolCallPart(id="", name="b", arguments={"x": 1})),
+                  msg("tool", p.ToolResultPart(call_id=long_id, name="a", output={"ok": True})),
+                  msg("user", "and?"))
+    out = build_messages(req)
+    calls = out[1]["tool_calls"]
+    assert out[1]["content"] == "calling" and all(len(c["id"]) <= 40 and c["id"] for c in calls)
+    assert out[2] == {"role": "tool", "tool_call_id": calls[0]["id"], "content": '{"ok":true}'}
+    assert out[3]["tool_call_id"] == calls[1]["id"] and "not answered" in out[3]["content"]  # never left open
+    assert out[4] == {"role": "user", "content": "and?"}
+    assert not any("hmm" in str(m) for m in out)
+
+
+def test_mistral_gets_nine_character_alphanumeric_ids():
+    from chatd.providers.compat import FAMILIES
+    req = request("gpt-4o", msg("user", "go"),
+                  msg("assistant", p.ToolCallPart(id="call_abc", name="a", arguments={})),
+                  msg("tool", p.ToolResultPart(call_id="call_abc", name="a", output="1")))
+    out = build_messages(req, FAMILIES["mistral"].dialect)
+    new_id = out[1]["tool_calls"][0]["id"]
+    assert len(new_id) == 9 and new_id.isalnum() and out[2]["tool_call_id"] == new_id
+
+
+# ---------------------------------------------------------------- streams through a fake server
+def test_text_stream_usage_and_cost():
+    async def main():
+        async with FakeServer(Reply(chunks=fixture_events("openai_chat_text_stream.txt"))) as srv, client() as http:
+            events, err = await collect(provider(http, srv.url), request("gpt-4o", msg("user", "Hello!")))
+            return srv, events, err
+    srv, events, err = run(main())
+    assert err is None
+    assert texts(events).startswith("I'm unable") and texts(events).endswith(" app.")
+    usage = next(e.usage for e in events if isinstance(e, UsageEvent))
+    assert usage == p.Usage(input_tokens=14, output_tokens=30, cached_tokens=0, reasoning_tokens=0)
+    assert events[-1] == Finish("stop")
+    spec = request("gpt-4o").model
+    assert cost_of(spec, usage) == pytest.approx((14 * 2.50 + 30 * 10.00) / 1e6)
+    req = srv.requests[0]
+    assert req.path == "/v1/chat/completions" and req.headers["authorization"] == f"Bearer {KEY}"
+    assert req.json["stream_options"] == {"include_usage": True}
+
+
+@pytest.mark.parametrize("size", [1, 7, 64])
+def test_stream_cut_anywhere_gives_the_same_events(size):
+    raw = b"".join(fixture_events("openai_chat_toolcall_stream.txt")).replace(b"\n", b"\r\n")
+    raw = raw.replace(b'"arguments":"New"', '"arguments":"Nëw"'.encode())  # a 2-byte UTF-8 char to cut
+
+    async def main():
+        async with FakeServer(Reply(chunks=split(raw, size))) as srv, client() as http:
+            return await collect(provider(http, srv.url), request("gpt-4o"))
+    events, err = run(main())
+    assert err is None
+    assert [e for e in events if isinstance(e, ToolCallEvent)] == [
+        ToolCallEvent(id="call_4XzlGBLtUe9dy3GVNV4jhq7h", name="get_weather", arguments={"city": "Nëw York City"})]
+
+
+def test_tool_call_stream_assembles_fragments_then_usage_then_finish():
+    async def main():
+        async with FakeServer(Reply(chunks=fixture_events("openai_chat_toolcall_stream.txt"))) as srv, client() as h:
+            return await collect(provider(h, srv.url), request("gpt-4o", msg("user", "what's the weather in NYC?"),
+                                                               tools=[WEATHER]))
+    events, err = run(main())
+    assert err is None
+    assert events == [
+        ToolCallEvent(id="call_4XzlGBLtUe9dy3GVNV4jhq7h", name="get_weather", arguments={"city": "New York City"}),
+        UsageEvent(p.Usage(input_tokens=44, output_tokens=16)),
+        Finish("tool_calls"),
+    ]
+
+
+def test_parallel_tool_calls_and_reasoning_deltas():
+    s = ChatStream()
+    out = []
+    for chunk in (
+        '{"choices":[{"delta":{"reasoning_content":"think "}}]}',
+        '{"choices":[{"delta":{"reasoning_content":"more"}}]}',
+        '{"choices":[{"delta":{"content":"ok"}}]}',
+        '{"choices":[{"delta":{"tool_calls":[{"index":0,"id":"a","function":{"name":"f","arguments":"{\\"x\\""}},'
+        '{"index":1,"id":"b","function":{"name":"g","arguments":""}}]}}]}',
+        '{"choices":[{"delta":{"tool_calls":[{"index":0,"function":{"arguments":":1}"}}]}}]}',
+        '{"choices":[{"delta":{},"finish_reason":"tool_calls"}]}',
+    ):
+        out += s.feed(chunk)
+    out += s.end()
+    assert out == [ThinkingEvent(text="think more"), TextDelta("ok"), ToolCallEvent("a", "f", {"x": 1}),
+                   ToolCallEvent("b", "g", {}), Finish("tool_calls")]
+
+
+def test_refusal_is_surfaced_as_text_with_finish_refusal():
+    s = ChatStream()
+    out = s.feed('{"choices":[{"delta":{"refusal":"I can\'t help with that."}}]}')
+    out += s.feed('{"choices":[{"delta":{},"finish_reason":"stop"}]}') + s.end()
+    assert out == [TextDelta("I can't help with that."), Finish("refusal")]
+
+
+def test_openai_provider_routes_chat_models_to_chat_completions():
+    async def main():
+        async with FakeServer(Reply(chunks=fixture_events("openai_chat_text_stream.txt"))) as srv, client() as http:
+            prov = OpenAIProvider(http, base_url=srv.url + "/v1", api_key=KEY)
+            await collect(prov, request("gpt-4.1-mini"))
+            return srv.requests[0].path
+    assert run(main()) == "/v1/chat/completions"
+
+
+# ---------------------------------------------------------------- errors
+def _error_body(message: str, type_: str = "invalid_request_error", code: str | None = None) -> dict:
+    return {"error": {"message": message, "type": type_, "param": None, "code": code}}
+
+
+@pytest.mark.parametrize("status,message,kind", [
+    (400, "Invalid value for 'temperature'.", "bad_request"),
+    (400, "This model's maximum context length is 128000 tokens.", "context_length"),
+    (401, "Incorrect API key provided.", "auth"),
+    (500, "The server had an error while processing your request.", "server"),
+    (503, "The engine is currently overloaded.", "server"),
+])
+def test_error_bodies_are_classified_with_the_providers_message(status, message, kind):
+    async def main():
+        async with FakeServer(Reply.json(status, _error_body(message))) as srv, client() as http:
+            return await collect(provider(http, srv.url), request())
+    events, err = run(main())
+    assert events == [] and err is not None
+    assert (err.kind, err.status, err.message) == (kind, status, message)
+
+
+def test_429_carries_retry_after():
+    async def main():
+        async with FakeServer([
+            Reply.json(429, _error_body("Rate limit reached for requests", "requests", "rate_limit_exceeded"),
+                       {"retry-after": "20"}),
+            Reply.json(429, _error_body("slow down", "tokens"), {"retry-after-ms": "1500", "retry-after": "2"}),
+        ]) as srv, client() as http:
+            return [(await collect(provider(http, srv.url), request()))[1] for _ in range(2)]
+    first, second = run(main())
+    assert (first.kind, first.status, first.retry_after) == ("rate_limit", 429, 20.0)
+    assert "Rate limit reached" in str(first)
+    assert second.retry_after == 1.5
+
+
+def test_error_object_mid_stream_after_partial_output():
+    chunks = fixture_events("openai_chat_text_stream.txt")[:3] + [
+        sse({"error": {"message": "The server had an error while processing your request.", "type": "server_error",
+                       "param": None, "code": None}})]
+
+    async def main():
+        async with FakeServer(Reply(chunks=chunks)) as srv, client() as http:
+            return await collect(provider(http, srv.url), request())
+    events, err = run(main())
+    assert texts(events) == "I'm unable"
+    assert err.kind == "stream" and "The server had an error" in err.message
+
+
+def test_malformed_chunk_is_a_clear_stream_error():
+    chunks = fixture_events("openai_chat_text_stream.txt")[:2] + [b'data: {"choices":[{"delta":{"content":"x"}\n\n']
+
+    async def main():
+        async with FakeServer(Reply(chunks=chunks)) as srv, client() as http:
+            return await collect(provider(http, srv.url), request())
+    events, err = run(main())
+    assert err.kind == "stream" and "malformed" in err.message
+    wrong_type = ChatStream()
+    with pytest.raises(Exception) as info:
+        wrong_type.feed('{"choices":"nope"}')
+    assert type(info.value).__name__ == "ProviderError" and info.value.kind == "stream"
+
+
+def test_eof_without_finish_is_an_error_not_a_reply():
+    chunks = fixture_events("openai_chat_text_stream.txt")[:4]  # no finish_reason, no [DONE]
+
+    async def main():
+        async with FakeServer(Reply(chunks=chunks)) as srv, client() as http:
+            return await collect(provider(http, srv.url), request())
+    events, err = run(main())
+    assert err.kind == "stream" and "before the model finished" in err.message
+
+
+def test_connection_dropped_mid_stream():
+    async def main():
+        async with FakeServer(Reply(chunks=fixture_events("openai_chat_text_stream.txt"), drop_after=3)) as srv, \
+                client() as http:
+            return await collect(provider(http, srv.url), request())
+    events, err = run(main())
+    assert texts(events) == "I'm unable" and err.kind == "stream"
+
+
+def test_stall_longer_than_the_read_timeout_is_a_timeout():
+    async def main():
+        async with FakeServer(Reply(chunks=fixture_events("openai_chat_text_stream.txt")[:2], stall=True)) as srv, \
+                client(timeout=httpx.Timeout(5.0, read=0.3)) as http:
+            return await collect(provider(http, srv.url), request())
+    events, err = run(main())
+    assert err.kind == "timeout" and KEY not in str(err)
+
+
+def test_connection_refused_is_a_connection_error():
+    async def main():
+        async with FakeServer(Reply()) as srv:
+            url = srv.url  # closed on exit: nothing listens there any more
+        async with client() as http:
+            return await collect(provider(http, url), request())
+    events, err = run(main())
+    assert err.kind == "connection"
