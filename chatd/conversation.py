@@ -27,10 +27,12 @@ from chatd.errors import (
 )
 from chatd.models import ModelRegistry
 from chatd.providers.base import (
-    Finish, Provider, ProviderError, ProviderRequest, TextDelta, UsageEvent, cost_of,
+    Finish, ModelSpec, Provider, ProviderError, ProviderRequest, TextDelta, ThinkingEvent, ToolCallEvent,
+    UsageEvent, cost_of,
 )
-from chatd.routing import LAST, Router
+from chatd.routing import LAST, AllModelsFailed, Router
 from chatd.store import Conversation, NewMessage, Store, TurnRecord
+from chatd.store.sqlite import text_of
 
 _CACHE_SIZE = 64
 
@@ -229,89 +231,93 @@ class ConversationService:
     async def _turn(self, state: _State, parts: list[p.Part], params: p.ChatSendParams,
                     origin: object | None) -> p.SendResult:
         conv = state.conv
-        turn_id = uuid.uuid4().hex
-        started = time.time()
-        user = p.MessageOut(seq=0, role="user", text="".join(x.text for x in parts if isinstance(x, p.TextPart)),
-                            parts=parts, turn_id=turn_id, created_at=started)
+        turn = _Turn(conv, parts, origin, self._options(conv, params))
         models = params.models or conv.models or self.default_models
         plan = self.router.plan(models, conv.model_weights if not params.models else None,
                                 params.prefer_model or conv.prefer_model, conv.last_model)
+        publish = self.events.publish
+        publish(conv.id, p.CHAT_TURN_STARTED,
+                p.TurnStarted(conversation=conv.name, turn_id=turn.id, user=turn.user, model=plan[0]), origin)
+        try:
+            model, reply = await self.router.run(
+                plan, lambda name: self._stream_once(state, turn, name), turn.on_failure(self.events),
+                turn.attempts)
+            turn.add_reply(self.registry.get(model), reply)
+            return self._commit(state, turn)
+        except AllModelsFailed as err:
+            self._ended(turn, "failed", str(err))
+            raise TurnFailed(str(err), data={"attempts": err.attempts}) from None
+        except asyncio.CancelledError:
+            self._ended(turn, "cancelled")
+            raise
+        except Exception as err:
+            self._ended(turn, "failed", err.message if isinstance(err, TurnFailed) else "internal error")
+            raise
+        finally:
+            state.streaming = None
+
+    def _options(self, conv: Conversation, params: p.ChatSendParams) -> dict[str, Any]:
         options = {**conv.params, **(params.params or {})}
         if params.max_new_tokens is not None:
             options["maxNewTokens"] = params.max_new_tokens
         if params.temperature is not None:
             options["temperature"] = params.temperature
-        publish = self.events.publish
-        publish(conv.id, p.CHAT_TURN_STARTED,
-                p.TurnStarted(conversation=conv.name, turn_id=turn_id, user=user, model=plan[0]), origin)
-        attempts: list[p.Attempt] = []
-        try:
-            for name in plan:
-                spec = self.registry.get(name)
-                request = ProviderRequest(model=spec, system=conv.system, messages=[*state.messages, user],
-                                          options=options)
-                t0 = time.perf_counter()
-                chunks: list[str] = []
-                state.streaming = (turn_id, user, name, chunks)
-                usage, reason = p.Usage(), "stop"
-                try:
-                    async for event in self.providers[spec.provider].stream(request):
-                        if type(event) is TextDelta:
-                            chunks.append(event.text)
-                            publish(conv.id, p.CHAT_DELTA,
-                                    p.ChatDelta(conversation=conv.name, turn_id=turn_id, text=event.text), origin)
-                        elif type(event) is UsageEvent:
-                            usage = event.usage
-                        elif type(event) is Finish:
-                            reason = event.reason
-                except ProviderError as err:
-                    attempts.append(p.Attempt(model=name, outcome="error", error=str(err),
-                                              latency_ms=(time.perf_counter() - t0) * 1000))
-                    publish(conv.id, p.CHAT_ATTEMPT, p.ChatAttempt(
-                        conversation=conv.name, turn_id=turn_id, model=name, outcome="error", reason=str(err)), origin)
-                    continue
-                attempts.append(p.Attempt(model=name, outcome="ok", latency_ms=(time.perf_counter() - t0) * 1000))
-                return self._commit(state, user, "".join(chunks), spec, usage, reason, attempts, started, origin)
-            reasons = "; ".join(f"{a.model}: {a.error}" for a in attempts)
-            raise TurnFailed(f"every model failed ({reasons})", data={"attempts": [a for a in attempts]})
-        except asyncio.CancelledError:
-            publish(conv.id, p.CHAT_TURN_ENDED,
-                    p.TurnEnded(conversation=conv.name, turn_id=turn_id, outcome="cancelled"), origin)
-            raise
-        except Exception as err:
-            message = err.message if isinstance(err, TurnFailed) else "internal error"
-            publish(conv.id, p.CHAT_TURN_ENDED,
-                    p.TurnEnded(conversation=conv.name, turn_id=turn_id, outcome="failed", error=message), origin)
-            raise
-        finally:
-            state.streaming = None
+        return options
 
-    def _commit(self, state: _State, user: p.MessageOut, text: str, spec, usage: p.Usage, reason: str,
-                attempts: list[p.Attempt], started: float, origin: object | None) -> p.SendResult:
+    async def _stream_once(self, state: _State, turn: "_Turn", name: str) -> "_Reply":
+        """One call to one model: stream its events, publishing text deltas as they arrive."""
+        spec = self.registry.get(name)
+        request = ProviderRequest(model=spec, system=turn.conv.system,
+                                  messages=[*state.messages, turn.user, *turn.pending], options=turn.options)
+        reply = _Reply()
+        state.streaming = (turn.id, turn.user, name, reply.chunks)
+        publish, conv_id, conv_name = self.events.publish, turn.conv.id, turn.conv.name
+        async for event in self.providers[spec.provider].stream(request):
+            kind = type(event)
+            if kind is TextDelta:
+                reply.chunks.append(event.text)
+                publish(conv_id, p.CHAT_DELTA, p.ChatDelta(conversation=conv_name, turn_id=turn.id,
+                                                           text=event.text), turn.origin)
+            elif kind is ToolCallEvent:
+                reply.flush_text()
+                reply.parts.append(p.ToolCallPart(id=event.id, name=event.name, arguments=event.arguments))
+            elif kind is ThinkingEvent:
+                reply.parts.append(p.ThinkingPart(text=event.text, signature=event.signature,
+                                                  provider=spec.provider))
+            elif kind is UsageEvent:
+                reply.usage = event.usage
+            elif kind is Finish:
+                reply.reason = event.reason
+        reply.flush_text()
+        return reply
+
+    def _ended(self, turn: "_Turn", outcome: str, error: str | None = None) -> None:
+        self.events.publish(turn.conv.id, p.CHAT_TURN_ENDED, p.TurnEnded(
+            conversation=turn.conv.name, turn_id=turn.id, outcome=outcome, error=error), turn.origin)  # type: ignore[arg-type]
+
+    def _commit(self, state: _State, turn: "_Turn") -> p.SendResult:
         conv = state.conv
         state.streaming = None
         finished = time.time()
-        cost = cost_of(spec, usage)
-        record = TurnRecord(id=user.turn_id or "", model=spec.name, provider=spec.provider, attempts=attempts,
-                            usage=usage, cost=cost, finish_reason=reason, started_at=started, finished_at=finished)
+        spec = turn.spec
+        record = TurnRecord(id=turn.id, model=spec.name, provider=spec.provider, attempts=turn.attempts,
+                            usage=turn.usage, cost=turn.cost, finish_reason=turn.reason,
+                            started_at=turn.started, finished_at=finished)
         try:
-            stored = self.store.commit_turn(conv.id, record, [
-                NewMessage(role="user", parts=user.parts),
-                NewMessage(role="assistant", parts=[p.TextPart(text)], model=spec.name),
-            ])
+            stored = self.store.commit_turn(conv.id, record, [NewMessage(role="user", parts=turn.user.parts),
+                                                              *turn.pending])
         except LookupError:
             raise TurnFailed(f"conversation {conv.name!r} was deleted during the turn") from None
         state.messages.extend(stored)
         state.conv = msgspec.structs.replace(conv, last_seq=stored[-1].seq, last_model=spec.name,
                                              message_count=conv.message_count + len(stored), updated_at=finished)
-        publish = self.events.publish
-        publish(conv.id, p.CONVERSATION_CHANGED,
-                p.ConversationChanged(name=conv.name, kind="turn", seq=stored[-1].seq, messages=stored), origin)
-        publish(conv.id, p.CHAT_TURN_ENDED,
-                p.TurnEnded(conversation=conv.name, turn_id=record.id, outcome="committed"), origin)
+        self.events.publish(conv.id, p.CONVERSATION_CHANGED, p.ConversationChanged(
+            name=conv.name, kind="turn", seq=stored[-1].seq, messages=stored), turn.origin)
+        self._ended(turn, "committed")
         return p.SendResult(
-            conversation=conv.name, turn_id=record.id, message=stored[-1], model_used=spec.name, usage=usage,
-            cost=cost, finish_reason=reason, attempts=attempts, latency_ms=(finished - started) * 1000,
+            conversation=conv.name, turn_id=turn.id, message=stored[-1], model_used=spec.name, usage=turn.usage,
+            cost=turn.cost, finish_reason=turn.reason, attempts=turn.attempts,
+            latency_ms=(finished - turn.started) * 1000,
         )
 
     # ------------------------------------------------------------ cache
@@ -360,3 +366,62 @@ class ConversationService:
             state.task.cancel()
             return True
         return False
+
+
+class _Reply:
+    """What one model call produced: parts in order (thinking, text, tool calls), usage, finish reason."""
+
+    __slots__ = ("parts", "chunks", "usage", "reason")
+
+    def __init__(self) -> None:
+        self.parts: list[p.Part] = []
+        self.chunks: list[str] = []
+        self.usage = p.Usage()
+        self.reason = "stop"
+
+    def flush_text(self) -> None:
+        if self.chunks and (not self.parts or not isinstance(self.parts[-1], p.TextPart)):
+            self.parts.append(p.TextPart("".join(self.chunks)))
+            self.chunks = []  # a new list: `streaming` keeps the old one for late subscribers
+        elif self.chunks:
+            self.parts[-1] = p.TextPart(self.parts[-1].text + "".join(self.chunks))  # type: ignore[union-attr]
+            self.chunks = []
+
+
+class _Turn:
+    """One running turn: the user message, the messages it has produced so far, and its accounting."""
+
+    def __init__(self, conv: Conversation, parts: list[p.Part], origin: object | None,
+                 options: dict[str, Any]) -> None:
+        self.id = uuid.uuid4().hex
+        self.conv = conv
+        self.origin = origin
+        self.options = options
+        self.started = time.time()
+        self.user = p.MessageOut(seq=0, role="user", text=text_of(parts), parts=parts, turn_id=self.id,
+                                 created_at=self.started)
+        self.pending: list[NewMessage] = []  # assistant and tool messages after the user message
+        self.attempts: list[p.Attempt] = []
+        self.usage = p.Usage()
+        self.cost = 0.0
+        self.reason = "stop"
+        self.spec: ModelSpec
+
+    def add_reply(self, spec: ModelSpec, reply: _Reply) -> None:
+        self.spec = spec
+        self.pending.append(NewMessage(role="assistant", parts=reply.parts or [p.TextPart("")], model=spec.name))
+        u = reply.usage
+        self.usage = p.Usage(input_tokens=self.usage.input_tokens + u.input_tokens,
+                             output_tokens=self.usage.output_tokens + u.output_tokens,
+                             cached_tokens=self.usage.cached_tokens + u.cached_tokens,
+                             reasoning_tokens=self.usage.reasoning_tokens + u.reasoning_tokens)
+        self.cost += cost_of(spec, u)
+        self.reason = reply.reason
+
+    def on_failure(self, events: EventSink):
+        def report(model: str, err: ProviderError, action: str) -> None:
+            events.publish(self.conv.id, p.CHAT_ATTEMPT, p.ChatAttempt(
+                conversation=self.conv.name, turn_id=self.id, model=model, outcome="error", reason=str(err),
+                next=action),
+                self.origin)
+        return report

@@ -290,11 +290,16 @@ class ChatDelta(_Out):
 
 
 class ChatAttempt(_Out):
+    """A failed try. `next` says what follows: "retry" (same model, after `delayS`), "fallback" (the next
+    model), or "give up". Text streamed by the failed try is void: clients drop it from the turn."""
+
     conversation: str
     turn_id: str
     model: str
     outcome: str
     reason: str | None = None
+    next: str = "fallback"
+    delay_s: float = 0.0
 
 
 class TurnEnded(_Out):

@@ -100,3 +100,29 @@ def test_client_disconnect_mid_turn_still_commits(daemon):
         await watcher.close()
 
     asyncio.run(main())
+
+
+def test_a_failing_attempt_is_reported_live_and_the_turn_fails_cleanly(daemon):
+    """A mid-stream failure is announced as `chat/attempt` (its text void), then the turn fails whole."""
+
+    async def main():
+        c = await AsyncClient.connect(daemon.socket)
+        await c.request("conversation/create", {"name": "fo", "models": ["echo"]})
+        await c.request("conversation/subscribe", {"name": "fo"})
+        msg_id, reply = c.start_request("chat/send", {"conversation": "fo", "text": "x",
+                                                      "params": {"echoFailAfter": 2}})
+        reply = await asyncio.wait_for(reply, 10)
+        assert reply["error"]["code"] == p.TURN_FAILED
+        seen = []
+        while True:
+            m, prm = await asyncio.wait_for(c.notifications.get(), 10)
+            seen.append(m)
+            if m == "chat/attempt":
+                assert prm["model"] == "echo" and prm["next"] == "give up" and "injected" in prm["reason"]
+            if m == "chat/turnEnded":
+                assert prm["outcome"] == "failed" and "every model failed" in prm["error"]
+                break
+        assert seen.count("chat/delta") == 2 and "chat/attempt" in seen
+        await c.close()
+
+    asyncio.run(main())
