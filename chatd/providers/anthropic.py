@@ -34,6 +34,10 @@ from chatd.providers.sse import SSEParser
 ANTHROPIC_VERSION = "2023-06-01"
 REDACTED_PREFIX = "redacted_thinking:"
 THINKING_BUDGETS = {"minimal": 1024, "low": 2048, "medium": 8192, "high": 24576}
+EFFORTS = {"minimal": "low", "low": "low", "medium": "medium", "high": "high", "xhigh": "xhigh", "max": "max"}
+# Models that take no temperature/top_p ("deprecated for this model") and think adaptively: Opus 4.7+
+# and generation 5 on. A model's `sampling` option (true/false) overrides the guess.
+_MODERN = re.compile(r"claude-(?:[a-z]+-)?(?:[5-9]|[1-9]\d)(?:\D|$)|claude-opus-4-(?:[7-9]|\d\d)|claude-(?:mythos|fable)")
 STOP_REASONS = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length", "tool_use": "tool_calls",
                 "refusal": "content_filter", "pause_turn": "pause", "model_context_window_exceeded": "length"}
 # Anthropic's error `type` -> the HTTP status it stands for, so in-stream errors classify like HTTP ones.
@@ -95,6 +99,10 @@ def error_message_of(raw: bytes) -> tuple[str, dict[str, Any]]:
 
 
 # ---------------------------------------------------------------- request building
+def modern_model(api_model: str) -> bool:
+    return bool(_MODERN.search(api_model))
+
+
 def tool_use_id(raw: str) -> str:
     """An id Anthropic accepts, stable for the same input (so a call and its result still match)."""
     if _ID_OK.fullmatch(raw):
@@ -181,21 +189,31 @@ def build_request(request: ProviderRequest) -> dict[str, Any]:
     if request.tools:
         body["tools"] = [{"name": t.name, "description": t.description, "input_schema": t.parameters}
                          for t in request.tools]
+    modern = modern_model(spec.api_model) if opts.get("sampling") is None else not opts["sampling"]
     thinking = False
     effort = opts.get("reasoningEffort")
-    if effort in THINKING_BUDGETS or isinstance(effort, int):
-        budget = effort if isinstance(effort, int) else THINKING_BUDGETS[effort]
+    if modern and effort in EFFORTS:  # adaptive thinking, steered by effort
+        body["thinking"] = {"type": "adaptive"}
+        body["output_config"] = {"effort": EFFORTS[effort]}
+        thinking = True
+    elif effort in THINKING_BUDGETS or type(effort) is int:
+        budget = effort if type(effort) is int else THINKING_BUDGETS[effort]
         budget = min(budget, max_tokens - 1)
         if budget >= 1024:  # Anthropic's minimum; below it thinking is left off
             body["thinking"] = {"type": "enabled", "budget_tokens": budget}
             thinking = True
-    if opts.get("temperature") is not None and not thinking:  # thinking forbids a changed temperature
+    # Newer models reject sampling parameters outright; with thinking, a changed temperature is refused.
+    if not modern and not thinking and opts.get("temperature") is not None:
         body["temperature"] = opts["temperature"]
-    if opts.get("topP") is not None:
+    if not modern and opts.get("topP") is not None and (not thinking or opts["topP"] >= 0.95):
         body["top_p"] = opts["topP"]
     stop = opts.get("stop")
     if stop:
         body["stop_sequences"] = [stop] if isinstance(stop, str) else list(stop)
+    schema = opts.get("jsonSchema")
+    if isinstance(schema, dict):  # structured outputs; OpenAI's {"name", "schema"} wrapper accepted
+        schema = schema["schema"] if "schema" in schema and "type" not in schema else schema
+        body.setdefault("output_config", {})["format"] = {"type": "json_schema", "schema": schema}
     body["stream"] = True
     return body
 
