@@ -410,11 +410,22 @@ class OpenAIChatProvider:
     async def stream(self, request: ProviderRequest) -> AsyncIterator[Event]:
         body = build_request(request, self.dialect)
         state = ChatStream()
-        async with aclosing(post_sse(self.http, self.url, body, self._headers, (self._key,))) as events:
-            async for _event, data in events:
-                for ev in state.feed(data):
-                    yield ev
-                if state.done:
-                    break
-        for ev in state.end():
-            yield ev
+        try:
+            async with aclosing(post_sse(self.http, self.url, body, self._headers, (self._key,))) as events:
+                async for _event, data in events:
+                    for ev in state.feed(data):
+                        yield ev
+                    if state.done:
+                        break
+            for ev in state.end():
+                yield ev
+        except Exception as err:
+            raise scrubbed(err, self._key) from None
+
+
+def scrubbed(err: Exception, *secrets: str | None) -> ProviderError:
+    """The one exception type that leaves an adapter, its message free of keys (a server may echo
+    them back inside a stream). An unexpected exception is a bug, reported as a stream error."""
+    if isinstance(err, ProviderError):
+        return ProviderError(err.kind, scrub(err.message, secrets), status=err.status, retry_after=err.retry_after)
+    return ProviderError("stream", scrub(f"unexpected {type(err).__name__}: {err}", secrets))

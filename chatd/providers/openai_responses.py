@@ -21,7 +21,7 @@ from chatd.providers.base import (
     Event, Finish, ProviderError, ProviderRequest, TextDelta, ThinkingEvent, ToolCallEvent, UsageEvent,
 )
 from chatd.providers.openai_chat import (
-    IdMap, OpenAIChatProvider, _json_schema, auth_headers, error_text, post_sse, tool_output_text,
+    IdMap, OpenAIChatProvider, _json_schema, auth_headers, error_text, post_sse, scrubbed, tool_output_text,
 )
 
 
@@ -214,14 +214,17 @@ class OpenAIResponsesProvider:
     async def stream(self, request: ProviderRequest) -> AsyncIterator[Event]:
         body = build_request(request, self.name)
         state = ResponsesStream()
-        async with aclosing(post_sse(self.http, self.url, body, self._headers, (self._key,))) as events:
-            async for event, data in events:
-                for ev in state.feed(event, data):
-                    yield ev
-                if state.done:
-                    break
-        for ev in state.end():
-            yield ev
+        try:
+            async with aclosing(post_sse(self.http, self.url, body, self._headers, (self._key,))) as events:
+                async for event, data in events:
+                    for ev in state.feed(event, data):
+                        yield ev
+                    if state.done:
+                        break
+            for ev in state.end():
+                yield ev
+        except Exception as err:
+            raise scrubbed(err, self._key) from None
 
 
 class OpenAIProvider:
