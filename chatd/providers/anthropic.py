@@ -242,6 +242,8 @@ class AnthropicStreamParser:
         self.done = False
 
     def feed(self, event: str | None, data: str) -> list[Event]:
+        if data == "[DONE]":  # OpenAI-style sentinel some proxies append: nothing to parse
+            return []
         try:
             obj = _decode(data)
         except msgspec.DecodeError:

@@ -12,7 +12,7 @@ Transcript mapping:
   Gemini matches responses to calls by name and order.
 - `thoughtSignature`: a part's signature is yielded as `ThinkingEvent(signature=...)` just before that part's
   own event, stored as `ThinkingPart(signature, provider="gemini")`, and on the next request put back on
-  the part that follows it in the message (the function call or text it came with). Thought summaries
+  the function call that follows it in the message (else the text that follows it). Thought summaries
   (`thought: true`) are yielded as `ThinkingEvent(text=...)` and not sent back (Gemini reads nothing from
   unsigned thought text). For Gemini 3 models, a replayed function call with no signature (a call made by
   another provider) gets Google's documented `skip_thought_signature_validator` sentinel.
@@ -84,20 +84,37 @@ def _response_object(part: p.ToolResultPart) -> dict[str, Any]:
     return {"output": part.output}
 
 
+def _signature_targets(parts: list[Any], providers: frozenset[str]) -> dict[int, str]:
+    """Which part each stored signature belongs to: the first function call after it (before the next
+    signature), else the first text after it, else none (-1: the signature stands alone). Preferring the
+    call keeps Gemini 3's rule even when a store puts buffered text between a signature and its call."""
+    signed = [i for i, x in enumerate(parts)
+              if type(x) is p.ThinkingPart and x.signature and x.provider in providers]
+    targets: dict[int, str] = {}
+    for n, i in enumerate(signed):
+        stop = signed[n + 1] if n + 1 < len(signed) else len(parts)
+        span = range(i + 1, stop)
+        target = next((j for j in span if type(parts[j]) is p.ToolCallPart and j not in targets), None)
+        if target is None:
+            target = next((j for j in span if type(parts[j]) is p.TextPart and j not in targets), -1 - i)
+        targets[target] = parts[i].signature
+    return targets
+
+
 def _parts(message: p.MessageOut, providers: frozenset[str]) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    pending: str | None = None  # a signature waiting for the part it came with
     assistant = message.role == "assistant"
-    for part in message.parts:
+    targets = _signature_targets(message.parts, providers) if assistant else {}
+    out: list[dict[str, Any]] = []
+    for i, part in enumerate(message.parts):
         kind = type(part)
+        signature = targets.get(i)
         if kind is p.ThinkingPart:
-            if assistant and part.signature and part.provider in providers:
-                if pending:  # two signatures in a row: the first belonged to a thought part of its own
-                    out.append({"text": "", "thought": True, "thoughtSignature": pending})
-                pending = part.signature
+            lone = targets.get(-1 - i)
+            if lone:  # a signature with no part of its own to ride on: sent back as an empty thought part
+                out.append({"text": "", "thought": True, "thoughtSignature": lone})
             continue
         if kind is p.TextPart:
-            if not part.text and not pending:
+            if not part.text and not signature:
                 continue
             piece: dict[str, Any] = {"text": part.text}
         elif kind is p.ToolCallPart:
@@ -108,16 +125,9 @@ def _parts(message: p.MessageOut, providers: frozenset[str]) -> list[dict[str, A
             piece = {"functionResponse": {"name": part.name, "response": _response_object(part)}}
         else:
             continue
-        if pending:
-            piece["thoughtSignature"] = pending
-            pending = None
+        if signature:
+            piece["thoughtSignature"] = signature
         out.append(piece)
-    if pending:  # a signature that came last: put it on the message's first function call, else keep it alone
-        call = next((x for x in out if "functionCall" in x and "thoughtSignature" not in x), None)
-        if call is not None:
-            call["thoughtSignature"] = pending
-        else:
-            out.append({"text": "", "thought": True, "thoughtSignature": pending})
     if not message.parts and message.text:
         out.append({"text": message.text})
     return out
@@ -234,6 +244,8 @@ class GeminiStreamParser:
         self._response_id = ""
 
     def feed(self, data: str) -> list[Event]:
+        if data == "[DONE]":  # OpenAI-style sentinel some proxies append: nothing to parse
+            return []
         try:
             obj = _decode(data)
         except msgspec.DecodeError:

@@ -203,6 +203,28 @@ def test_signature_on_text_and_order_kept():
                      {"text": "", "thought": True, "thoughtSignature": "sigB"}]
 
 
+@pytest.mark.parametrize("stored,signed", [
+    # the signature, then text buffered before the call, then the call: the call gets it (Gemini 3's rule)
+    (["sig:S", "text", "call1"], {"call1": "S"}),
+    (["text", "sig:S", "call1", "call2"], {"call1": "S"}),  # parallel calls: only the first is signed
+    (["sig:T", "text", "sig:C", "call1"], {"text": "T", "call1": "C"}),
+    (["sig:A", "call1", "sig:B", "call2"], {"call1": "A", "call2": "B"}),  # sequential steps
+])
+def test_signatures_find_their_parts(stored, signed):
+    parts = []
+    for item in stored:
+        if item.startswith("sig:"):
+            parts.append(p.ThinkingPart("", item[4:], "gemini"))
+        elif item == "text":
+            parts.append(p.TextPart("text"))
+        else:
+            parts.append(p.ToolCallPart(item, item, {}))
+    body = build_request(request(SPEC, [user(1, "q"), msg(2, "assistant", *parts)]))
+    got = {(x.get("functionCall") or {}).get("name", "text"): x["thoughtSignature"]
+           for x in body["contents"][1]["parts"] if "thoughtSignature" in x}
+    assert got == signed
+
+
 # ---------------------------------------------------------------- errors
 KEY_ERROR, MODEL_ERROR, QUOTA_ERROR = json_fixtures("gemini_errors.txt")
 
