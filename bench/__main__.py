@@ -33,8 +33,10 @@ UNKNOWN = "bench/noSuchMethod"  # chatd answers -32601 at once; the baseline ech
 
 
 def _run(module: str, *args: Any) -> Any:
-    out = subprocess.run([sys.executable, "-m", module, *map(str, args)], cwd=ROOT, check=True,
-                         capture_output=True).stdout
+    proc = subprocess.run([sys.executable, "-m", module, *map(str, args)], capture_output=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{module} {args[:1]} failed:\n{proc.stderr.decode(errors='replace')[-2000:]}")
+    out = proc.stdout
     return msgspec.json.decode(out)
 
 
@@ -62,7 +64,7 @@ class Bench:
         t0 = time.perf_counter()
         template = os.path.join(self.work, "template.db")
         prefixes = [f"{kind}{r}-" for r in range(self.rounds) for kind in ("s", "p", "q")] + ["prof-"]
-        db.populate(template, SIZES, prefixes)
+        _run("bench.daemon_bench", "populate", template, ",".join(map(str, SIZES)), ",".join(prefixes))
         self.home = os.path.join(self.work, "daemon")
         os.makedirs(os.path.join(self.home, "data"), mode=0o700)
         shutil.copy(template, os.path.join(self.home, "data", "chatd.db"))
@@ -70,10 +72,12 @@ class Bench:
         shutil.copy(template, self.inproc_db)
         self.daemon = db.Daemon(self.home)
         self.daemon.start()
+        self.whatif = db.Daemon(os.path.join(self.work, "whatif"), module="bench.whatif_daemon")
+        self.whatif.start()
         self.baseline_sock = os.path.join(self.work, "echo.sock")
         read_end, write_end = os.pipe()
         self.baseline = subprocess.Popen([sys.executable, "-m", "bench.baseline_echo_server", self.baseline_sock,
-                                          str(write_end)], cwd=ROOT, pass_fds=(write_end,))
+                                          str(write_end)], pass_fds=(write_end,))
         os.close(write_end)
         assert os.read(read_end, 64) == b"ready\n"
         os.close(read_end)
@@ -81,6 +85,7 @@ class Bench:
 
     def teardown(self) -> None:
         self.daemon.stop()
+        self.whatif.stop()
         self.baseline.terminate()
         self.baseline.wait()
 
@@ -123,7 +128,11 @@ class Bench:
     def persist(self, r: int) -> None:
         out = _run("bench.daemon_bench", "persist", os.path.join(self.work, f"persist{r}.db"), self.n_persist)
         for key, values in out.items():
-            self.add(f"persist.{key}", statistics.median(values))
+            if key == "statements_us":
+                for stmt, us in values.items():
+                    self.add(f"persist.stmt.{stmt}", us)
+            else:
+                self.add(f"persist.{key}", statistics.median(values))
 
     def run(self) -> None:
         for r in range(self.rounds):
@@ -135,6 +144,9 @@ class Bench:
                 lambda: self.pipe("chatd", self.daemon.socket, UNKNOWN),
                 lambda: self.pipe("baseline", self.baseline_sock, UNKNOWN),
                 lambda: self.pipe("chatd-status", self.daemon.socket, "daemon/status"),
+                lambda: self.pipe("coalesced", self.whatif.socket, UNKNOWN),
+                lambda: self.pipe("coalesced-status", self.whatif.socket, "daemon/status"),
+                lambda: self.ping("coalesced", self.whatif.socket, UNKNOWN),
                 lambda: self.startup(r),
                 self.bare_python,
                 lambda: self.turns_socket(r),
@@ -147,6 +159,22 @@ class Bench:
             print(f"round {r + 1}/{self.rounds}: {time.perf_counter() - t0:.1f} s")
         self.results["rss.after_bench_mb"] = [self.daemon.rss_mb()]
         self.profile = _run("bench.daemon_bench", "profile", self.inproc_db, f"prof-{SIZES[-1]}", self.n_turns)
+        self.pipe_profile = self.spy_pipelined()
+
+    def spy_pipelined(self, seconds: int = 3) -> dict[str, Any] | None:
+        """py-spy on the daemon while it serves pipelined requests (not timed); None without py-spy."""
+        spy = shutil.which("py-spy", path=os.path.dirname(sys.executable)) or shutil.which("py-spy")
+        if spy is None:
+            return None
+        raw = os.path.join(self.work, "pipe.spy")
+        proc = subprocess.Popen([spy, "record", "-p", str(self.daemon.proc.pid), "-d", str(seconds), "-r", "1000",
+                                 "--format", "raw", "-o", raw], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        while proc.poll() is None:
+            _run("bench.client", "pipe", self.daemon.socket, UNKNOWN, 20000, 64)
+        if proc.returncode != 0 or not os.path.exists(raw):
+            print(f"py-spy failed: {proc.stderr.read().decode(errors='replace')[-300:]}")
+            return None
+        return db.collapse_spy(raw)
 
 
 def _rotate(items: list, r: int) -> list:
@@ -182,6 +210,33 @@ def _fs_type(path: str) -> str:
         return path
 
 
+def use_source(ref: str, work: str) -> str:
+    """Make every child process (daemons, workers, clients) import chatd from `ref`, bench from this checkout.
+
+    Children run in `work` with PYTHONPATH=<source>:<checkout>, so the checkout's own directory is not
+    first on sys.path. With a git ref, chatd/ and clients/ are exported there: half-finished edits in a
+    shared checkout cannot break or skew the run.
+    """
+    if ref == "worktree":
+        src, label = ROOT, "the working tree"
+    else:
+        commit = subprocess.run(["git", "rev-parse", "--short", ref], cwd=ROOT, check=True, capture_output=True,
+                                text=True).stdout.strip()
+        src = os.path.join(work, "src")
+        os.makedirs(src)
+        archive = subprocess.run(["git", "archive", commit, "chatd", "clients"], cwd=ROOT, check=True,
+                                 capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", src], input=archive, check=True)
+        src_client = os.path.join(src, "clients", "python")
+        src = f"{src}{os.pathsep}{src_client}"
+        subject = subprocess.run(["git", "log", "-1", "--format=%cd", "--date=short", commit], cwd=ROOT,
+                                 capture_output=True, text=True).stdout.strip()
+        label = f"commit {commit} ({subject})"
+    os.environ["PYTHONPATH"] = f"{src}{os.pathsep}{ROOT}"
+    os.chdir(work)
+    return label
+
+
 def ensure_matplotlib() -> None:
     try:
         import matplotlib  # noqa: F401
@@ -194,12 +249,16 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds (>= 3)")
     ap.add_argument("--quick", action="store_true", help="fewer samples per round (a smoke run)")
+    ap.add_argument("--ref", default="HEAD",
+                    help="git ref whose chatd/ is measured (exported to a temp dir), or 'worktree' for the checkout")
     ap.add_argument("--out", default=os.path.join(ROOT, "docs", "benchmarks.md"))
     ap.add_argument("--img", default=os.path.join(ROOT, "docs", "img", "benchmarks.png"))
     args = ap.parse_args(argv)
+    args.out, args.img = os.path.abspath(args.out), os.path.abspath(args.img)
     ensure_matplotlib()
     t0 = time.perf_counter()
     work = tempfile.mkdtemp(prefix="chatd-bench-")
+    source = use_source(args.ref, work)
     bench = Bench(max(args.rounds, 1), args.quick, work)
     try:
         bench.setup()
@@ -207,8 +266,9 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if hasattr(bench, "daemon"):
             bench.teardown()
+        os.chdir(ROOT)
         shutil.rmtree(work, ignore_errors=True)
-    write_report(bench, machine(), args.out, args.img, time.perf_counter() - t0)
+    write_report(bench, {**machine(), "chatd measured": source}, args.out, args.img, time.perf_counter() - t0)
     print(f"wrote {os.path.relpath(args.out, ROOT)} and {os.path.relpath(args.img, ROOT)}"
           f" in {time.perf_counter() - t0:.0f} s")
     return 0

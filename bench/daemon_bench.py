@@ -7,6 +7,7 @@ committed SQLite transaction and the published notifications, without the socket
 
     python -m bench.daemon_bench turns DB CONVERSATION COUNT [--o1-echo]  -> {"us": [...], "cold_us": first turn}
     python -m bench.daemon_bench profile DB CONVERSATION COUNT   -> cProfile's top functions per warm turn
+    python -m bench.daemon_bench populate DB SIZES PREFIXES      (comma-separated lists)
     python -m bench.daemon_bench persist DB COUNT                -> commit_turn vs write+fsync, in µs
 """
 
@@ -37,8 +38,9 @@ def daemon_env(home: str) -> dict[str, str]:
 class Daemon:
     """A `chatd serve` subprocess; `start()` returns seconds from spawn to the ready signal."""
 
-    def __init__(self, home: str) -> None:
+    def __init__(self, home: str, module: str = "chatd") -> None:
         self.home = home
+        self.module = module  # bench.whatif_daemon runs chatd with a suggested change patched in
         self.socket = os.path.join(home, "run", "chatd.sock")
         self.proc: subprocess.Popen | None = None
 
@@ -46,7 +48,7 @@ class Daemon:
         read_end, write_end = os.pipe()
         t0 = time.perf_counter()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "chatd", "serve", "--ready-fd", str(write_end)],
+            [sys.executable, "-m", self.module, "serve", "--ready-fd", str(write_end)],
             env=daemon_env(self.home), pass_fds=(write_end,), stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )
@@ -230,6 +232,29 @@ def _profile(db_path: str, conversation: str, count: int, top: int = 8) -> dict[
     }
 
 
+class _TimedDb:
+    """A stand-in for the store's sqlite3 connection that times each statement, keyed by its first words."""
+
+    def __init__(self, db: Any) -> None:
+        self.db = db
+        self.times: dict[str, list[float]] = {}
+
+    def _timed(self, fn: Any, sql: str, *args: Any) -> Any:
+        words = sql.split()
+        key = " ".join(words[:3] if words[0] == "INSERT" else words[:2] if words[0] == "BEGIN" else words[:1])
+        t0 = time.perf_counter_ns()
+        try:
+            return fn(sql, *args)
+        finally:
+            self.times.setdefault(key, []).append((time.perf_counter_ns() - t0) / 1000)
+
+    def execute(self, sql: str, *args: Any) -> Any:
+        return self._timed(self.db.execute, sql, *args)
+
+    def executemany(self, sql: str, *args: Any) -> Any:
+        return self._timed(self.db.executemany, sql, *args)
+
+
 def _persist(db_path: str, count: int) -> dict[str, Any]:
     """One turn's commit (two messages and a provenance row) vs the same bytes appended with write+fsync."""
     from chatd import protocol as p
@@ -256,7 +281,14 @@ def _persist(db_path: str, count: int) -> dict[str, Any]:
             t0 = clock()
             store.commit_turn(conv.id, record, messages)
             out[key].append((clock() - t0) / 1000)
+    store._db.execute("PRAGMA synchronous=NORMAL")
+    timer = _TimedDb(store._db)
+    store._db = timer  # per-statement split of the same commit (the proxy adds ~0.3 µs a statement)
+    for i in range(count):
+        store.commit_turn(conv.id, *turn(count + i))
+    store._db = timer.db
     store.close()
+    out["statements_us"] = {k: sorted(v)[len(v) // 2] for k, v in timer.times.items()}  # type: ignore[assignment]
     blob = _encode([m.parts for m in turn(0)[1]])
     fd = os.open(db_path + ".raw", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     try:
@@ -271,11 +303,39 @@ def _persist(db_path: str, count: int) -> dict[str, Any]:
     return out
 
 
+def collapse_spy(raw_path: str, top: int = 8) -> dict[str, Any]:
+    """py-spy's raw (collapsed-stack) output -> share of busy samples per function, self and inclusive."""
+    self_n: dict[str, int] = {}
+    incl_n: dict[str, int] = {}
+    busy = idle = 0
+    with open(raw_path) as f:
+        for line in f:
+            stack, _, count = line.rstrip().rpartition(" ")
+            n = int(count)
+            frames = [fr.rsplit(":", 1)[0] + ")" if ":" in fr else fr for fr in stack.split(";")]  # drop line nos
+            if frames[-1].startswith("EpollSelector.select") or frames[-1].startswith("select ("):
+                idle += n
+                continue
+            busy += n
+            self_n[frames[-1]] = self_n.get(frames[-1], 0) + n
+            for fr in set(frames):
+                incl_n[fr] = incl_n.get(fr, 0) + n
+    mine = [k for k in incl_n if "chatd/" in k or "pygls/" in k or "asyncio/" in k]
+    return {
+        "busy_share": busy / max(busy + idle, 1),
+        "self": sorted(((k, v / busy) for k, v in self_n.items()), key=lambda kv: -kv[1])[:top],
+        "inclusive": sorted(((k, incl_n[k] / busy) for k in mine if incl_n[k] / busy < 0.99),
+                            key=lambda kv: -kv[1])[:top],
+    }
+
+
 def main(argv: list[str]) -> None:
     if argv[0] == "turns":
         out = asyncio.run(_turns(argv[1], argv[2], int(argv[3]), o1_echo="--o1-echo" in argv))
     elif argv[0] == "profile":
         out = _profile(argv[1], argv[2], int(argv[3]))
+    elif argv[0] == "populate":
+        out = populate(argv[1], [int(x) for x in argv[2].split(",")], argv[3].split(","))
     elif argv[0] == "persist":
         out = _persist(argv[1], int(argv[2]))
     else:
