@@ -110,11 +110,15 @@ def tool_use_id(raw: str) -> str:
     return "toolu_" + hashlib.sha256(raw.encode()).hexdigest()[:24]
 
 
-def _result_content(part: p.ToolResultPart) -> str:
+def _result_block(part: p.ToolResultPart) -> dict[str, Any]:
+    block: dict[str, Any] = {"type": "tool_result", "tool_use_id": tool_use_id(part.call_id)}
     out = part.output
-    if isinstance(out, str):
-        return out
-    return "" if out is None else _encode(out).decode()
+    content = out if isinstance(out, str) else "" if out is None else _encode(out).decode()
+    if content:  # an empty result is sent without content rather than as an empty text
+        block["content"] = content
+    if part.is_error:
+        block["is_error"] = True
+    return block
 
 
 def _blocks(message: p.MessageOut, providers: frozenset[str]) -> tuple[str, list[dict[str, Any]]]:
@@ -123,11 +127,7 @@ def _blocks(message: p.MessageOut, providers: frozenset[str]) -> tuple[str, list
     if message.role == "tool":
         for part in message.parts:
             if type(part) is p.ToolResultPart:
-                block: dict[str, Any] = {"type": "tool_result", "tool_use_id": tool_use_id(part.call_id),
-                                         "content": _result_content(part)}
-                if part.is_error:
-                    block["is_error"] = True
-                blocks.append(block)
+                blocks.append(_result_block(part))
         return "user", blocks
     assistant = message.role == "assistant"
     for part in message.parts:
@@ -145,8 +145,7 @@ def _blocks(message: p.MessageOut, providers: frozenset[str]) -> tuple[str, list
                 else:
                     blocks.append({"type": "thinking", "thinking": part.text, "signature": part.signature})
         elif kind is p.ToolResultPart:  # a result stored on a user message: still a tool_result
-            blocks.append({"type": "tool_result", "tool_use_id": tool_use_id(part.call_id),
-                           "content": _result_content(part), **({"is_error": True} if part.is_error else {})})
+            blocks.append(_result_block(part))
     if not message.parts and message.text:
         blocks.append({"type": "text", "text": message.text})
     return ("assistant" if assistant else "user"), blocks

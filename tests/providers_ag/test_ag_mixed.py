@@ -4,6 +4,7 @@ the conversation service stores it. Every request must stay valid for the provid
 
 from __future__ import annotations
 
+import itertools
 import re
 
 from ag_fakes import Reply, sse_fixture
@@ -60,7 +61,7 @@ def assert_valid_anthropic(body: dict) -> None:
 def assert_valid_gemini(body: dict) -> None:
     contents = body["contents"]
     roles = [c["role"] for c in contents]
-    assert all(a != b for a, b in zip(roles, roles[1:])) and roles[0] == "user" and set(roles) <= {"user", "model"}
+    assert all(a != b for a, b in itertools.pairwise(roles)) and roles[0] == "user" and set(roles) <= {"user", "model"}
     for i, c in enumerate(contents):
         calls = [x["functionCall"]["name"] for x in c["parts"] if "functionCall" in x]
         if calls:
