@@ -28,16 +28,24 @@ from chatd.errors import (
 from chatd.models import ModelRegistry
 from chatd.providers.base import (
     Finish, ModelSpec, Provider, ProviderError, ProviderRequest, TextDelta, ThinkingEvent, ToolCallEvent,
-    UsageEvent, cost_of,
+    ToolSpec, UsageEvent, cost_of,
 )
 from chatd.routing import LAST, AllModelsFailed, Router
 from chatd.store import Conversation, NewMessage, Store, TurnRecord
 from chatd.store.sqlite import text_of
+from chatd.tools import ToolRegistry
+from chatd.tools.policy import Rule, parse_rules
+from chatd.tools.runner import Approver, CallSite, not_run, run_calls
 
 _CACHE_SIZE = 64
 
 
-class EventSink(Protocol):
+DEFAULT_MAX_ROUNDS = 5
+
+
+class EventSink(Approver, Protocol):
+    """Delivers notifications (to the origin and the conversation's subscribers) and asks for approvals."""
+
     def publish(self, conv_id: int, method: str, params: Any, origin: object | None = None) -> None: ...
 
 
@@ -80,6 +88,8 @@ class ConversationService:
         *,
         router: Router | None = None,
         default_models: list[str] | None = None,
+        tools: ToolRegistry | None = None,
+        tool_rules: list[Rule] | None = None,
     ) -> None:
         self.store = store
         self.registry = registry
@@ -87,6 +97,8 @@ class ConversationService:
         self.events = events
         self.router = router or Router()
         self.default_models = default_models or ["echo"]
+        self.tools = tools or ToolRegistry()
+        self.tool_rules = tool_rules or []
         self._states: OrderedDict[int, _State] = OrderedDict()
         self._closing = False
 
@@ -100,6 +112,7 @@ class ConversationService:
     def create(self, params: p.ConversationCreateParams) -> Conversation:
         _check_name(params.name)
         self._check_models(params.models, params.model_weights, params.prefer_model)
+        self._check_params(params.params)
         if self.store.get(params.name) is not None:
             raise AlreadyExists(params.name)
         conv = self.store.create(
@@ -138,6 +151,7 @@ class ConversationService:
                 raise AlreadyExists(params.new_name)
             fields["name"] = params.new_name
         self._check_models(params.models, params.model_weights, params.prefer_model)
+        self._check_params(params.params)
         for key in ("system", "models", "model_weights", "prefer_model", "params"):
             value = getattr(params, key)
             if value is not None:
@@ -174,6 +188,14 @@ class ConversationService:
         self.events.publish(fork.id, p.CONVERSATION_CHANGED, p.ConversationChanged(name=fork.name, kind="created"))
         return fork
 
+    @staticmethod
+    def _check_params(params: dict[str, Any] | None) -> None:
+        if params and "toolPolicy" in params:
+            try:
+                parse_rules(params["toolPolicy"])
+            except Exception as exc:
+                raise InvalidArgument(f"invalid params.toolPolicy: {exc}") from None
+
     def _check_models(self, models: list[str] | None, weights: list[float] | None, prefer: str | None) -> None:
         for name in models or ():
             self.registry.get(name)
@@ -186,10 +208,12 @@ class ConversationService:
             self.registry.get(prefer)
 
     # ------------------------------------------------------------ turns
-    async def send(self, params: p.ChatSendParams, origin: object | None = None) -> p.SendResult:
+    async def send(self, params: p.ChatSendParams, origin: object | None = None,
+                   workspace: str | None = None) -> p.SendResult:
         if self._closing:
             raise ShuttingDown()
         parts = self._user_parts(params)
+        self._check_params(params.params)
         if params.prefer_model is not None or params.models is not None:
             self._check_models(params.models, None, params.prefer_model)
         conv = self.store.get(params.conversation)
@@ -199,7 +223,7 @@ class ConversationService:
         async with state.lock:  # FIFO: turns run in arrival order
             state.task = asyncio.current_task()
             try:
-                return await self._turn(self._refresh(state), parts, params, origin)
+                return await self._turn(self._refresh(state), parts, params, origin, workspace)
             finally:
                 state.task = None
 
@@ -229,20 +253,39 @@ class ConversationService:
         return parts
 
     async def _turn(self, state: _State, parts: list[p.Part], params: p.ChatSendParams,
-                    origin: object | None) -> p.SendResult:
+                    origin: object | None, workspace: str | None) -> p.SendResult:
         conv = state.conv
         turn = _Turn(conv, parts, origin, self._options(conv, params))
+        tools = self.tools.resolve(params.tools, origin) if params.tools else []
+        turn.tool_specs = [ToolSpec(name=t.name, description=t.description, parameters=t.parameters) for t in tools]
+        max_rounds = params.max_rounds or (DEFAULT_MAX_ROUNDS if tools else 1)
+        if max_rounds < 1:
+            raise InvalidArgument("maxRounds must be at least 1")
         models = params.models or conv.models or self.default_models
         plan = self.router.plan(models, conv.model_weights if not params.models else None,
                                 params.prefer_model or conv.prefer_model, conv.last_model)
         publish = self.events.publish
         publish(conv.id, p.CHAT_TURN_STARTED,
                 p.TurnStarted(conversation=conv.name, turn_id=turn.id, user=turn.user, model=plan[0]), origin)
+        site = CallSite(conv_id=conv.id, conversation=conv.name, turn_id=turn.id, origin=origin, workspace=workspace)
+        rules = (parse_rules(conv.params.get("toolPolicy")), self.tool_rules)
         try:
-            model, reply = await self.router.run(
-                plan, lambda name: self._stream_once(state, turn, name), turn.on_failure(self.events),
-                turn.attempts)
-            turn.add_reply(self.registry.get(model), reply)
+            for round_no in range(1, max_rounds + 1):
+                model, reply = await self.router.run(
+                    plan, lambda name: self._stream_once(state, turn, name), turn.on_failure(self.events),
+                    turn.attempts)
+                turn.add_reply(self.registry.get(model), reply)
+                plan = [model] + [m for m in plan if m != model]  # the rest of the turn stays on it
+                calls = [x for x in reply.parts if isinstance(x, p.ToolCallPart)]
+                if not calls:
+                    break
+                if round_no == max_rounds:
+                    results = not_run(calls, f"the agent loop reached maxRounds ({max_rounds})")
+                    turn.reason = "max_rounds"
+                else:
+                    results = await run_calls(calls, {t.name: t for t in tools}, site, rules=rules,
+                                              approver=self.events, publish=publish)
+                turn.pending.append(NewMessage(role="tool", parts=list(results)))
             return self._commit(state, turn)
         except AllModelsFailed as err:
             self._ended(turn, "failed", str(err))
@@ -267,8 +310,8 @@ class ConversationService:
     async def _stream_once(self, state: _State, turn: "_Turn", name: str) -> "_Reply":
         """One call to one model: stream its events, publishing text deltas as they arrive."""
         spec = self.registry.get(name)
-        request = ProviderRequest(model=spec, system=turn.conv.system,
-                                  messages=[*state.messages, turn.user, *turn.pending], options=turn.options)
+        request = ProviderRequest(model=spec, system=turn.conv.system, tools=turn.tool_specs,
+                                  messages=[*state.messages, turn.user, *turn.pending_out()], options=turn.options)
         reply = _Reply()
         state.streaming = (turn.id, turn.user, name, reply.chunks)
         publish, conv_id, conv_name = self.events.publish, turn.conv.id, turn.conv.name
@@ -401,11 +444,16 @@ class _Turn:
         self.user = p.MessageOut(seq=0, role="user", text=text_of(parts), parts=parts, turn_id=self.id,
                                  created_at=self.started)
         self.pending: list[NewMessage] = []  # assistant and tool messages after the user message
+        self.tool_specs: list[ToolSpec] = []
         self.attempts: list[p.Attempt] = []
         self.usage = p.Usage()
         self.cost = 0.0
         self.reason = "stop"
         self.spec: ModelSpec
+
+    def pending_out(self) -> list[p.MessageOut]:
+        return [p.MessageOut(seq=0, role=m.role, text=text_of(m.parts), parts=m.parts, model=m.model,
+                             turn_id=self.id) for m in self.pending]
 
     def add_reply(self, spec: ModelSpec, reply: _Reply) -> None:
         self.spec = spec

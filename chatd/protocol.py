@@ -33,12 +33,20 @@ CONVERSATION_SUBSCRIBE = "conversation/subscribe"
 CONVERSATION_UNSUBSCRIBE = "conversation/unsubscribe"
 CHAT_SEND = "chat/send"
 CHAT_CANCEL = "chat/cancel"
+TOOLS_LIST = "tools/list"
+TOOLS_REGISTER = "tools/register"
+TOOLS_UNREGISTER = "tools/unregister"
+# requests, daemon to client
+TOOL_INVOKE = "tool/invoke"
+TOOL_APPROVE = "tool/approve"
 # notifications, daemon to client
 CHAT_TURN_STARTED = "chat/turnStarted"
 CHAT_DELTA = "chat/delta"
 CHAT_ATTEMPT = "chat/attempt"
 CHAT_TURN_ENDED = "chat/turnEnded"
 CONVERSATION_CHANGED = "conversation/changed"
+CHAT_TOOL_CALL = "chat/toolCall"
+CHAT_TOOL_RESULT = "chat/toolResult"
 
 # ---------------------------------------------------------------- error codes
 PARSE_ERROR = -32700
@@ -145,6 +153,9 @@ class ConversationInfo(_Out):
 class InitializeParams(_Wire, forbid_unknown_fields=False):
     client_info: dict[str, Any] | None = None
     process_id: int | None = None
+    workspace_root: str | None = None  # the root the built-in file tools are confined to
+    root_path: str | None = None  # LSP spelling, accepted too
+    capabilities: dict[str, Any] | None = None  # {"toolApproval": true} to be asked `tool/approve`
 
 
 class NameParams(_Wire):
@@ -197,6 +208,7 @@ class ChatSendParams(_Wire):
     max_new_tokens: int | None = None
     temperature: float | None = None
     params: dict[str, Any] | None = None
+    workspace: str | None = None
 
 
 class ChatCancelParams(_Wire):
@@ -275,6 +287,52 @@ class DaemonStatus(_Out):
     providers: dict[str, bool]
 
 
+class ToolInfo(_Out):
+    name: str
+    description: str
+    parameters: dict[str, Any]
+    origin: str
+    side_effects: bool = False
+
+
+class ToolsListResult(_Out):
+    tools: list[ToolInfo]
+
+
+class ToolDecl(_Wire):
+    """A tool a client registers and runs itself (the daemon sends it `tool/invoke`)."""
+
+    name: str
+    description: str = ""
+    parameters: dict[str, Any] = {}
+    side_effects: bool = False
+    timeout_s: float = 60.0
+
+
+class ToolsRegisterParams(_Wire):
+    tools: list[ToolDecl]
+
+
+class ToolsUnregisterParams(_Wire):
+    names: list[str]
+
+
+class ToolInvokeParams(_Out):
+    conversation: str
+    turn_id: str
+    call_id: str
+    tool: str
+    arguments: dict[str, Any]
+
+
+class ToolApproveParams(_Out):
+    conversation: str
+    turn_id: str
+    call_id: str
+    tool: str
+    arguments: dict[str, Any]
+
+
 # ---------------------------------------------------------------- notifications
 class TurnStarted(_Out):
     conversation: str
@@ -307,6 +365,24 @@ class TurnEnded(_Out):
     turn_id: str
     outcome: Literal["committed", "cancelled", "failed"]
     error: str | None = None
+
+
+class ToolCallNote(_Out):
+    conversation: str
+    turn_id: str
+    call_id: str
+    tool: str
+    arguments: dict[str, Any]
+
+
+class ToolResultNote(_Out):
+    conversation: str
+    turn_id: str
+    call_id: str
+    tool: str
+    output: Any
+    is_error: bool
+    decision: str = "allow"  # allow | approved | denied | not run
 
 
 class ConversationChanged(_Out):
@@ -377,6 +453,7 @@ class FrameDecoder:
             if not stripped:
                 self._buf.clear()
                 return out
+            del self._buf[: len(self._buf) - len(stripped)]  # whitespace before the first frame, however split
             self._mode = "line" if stripped[:1] in (b"{", b"[") else "lsp"
         if self._mode == "line":
             self._feed_lines(out)
@@ -397,12 +474,12 @@ class FrameDecoder:
             nl = buf.find(b"\n", start)
             if nl < 0:
                 break
-            line = bytes(buf[start:nl]).strip()
-            start = nl + 1
-            if len(line) > self._max:
+            # The limit counts the raw line (not its newline), as the partial-line check below must.
+            if nl - start > self._max:
                 out.append(FrameError(f"line longer than {self._max} bytes", fatal=False))
-            elif line:
+            elif line := bytes(buf[start:nl]).strip():
                 out.append(line)
+            start = nl + 1
         del buf[:start]
         if len(buf) > self._max:
             out.append(FrameError(f"line longer than {self._max} bytes", fatal=False))

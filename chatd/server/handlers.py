@@ -11,16 +11,19 @@ import asyncio
 import inspect
 import logging
 import os
+import re
 import time
 from typing import TYPE_CHECKING, Any, Callable
 
 import msgspec
+from pygls.exceptions import JsonRpcException
 
 import chatd
 from chatd import protocol as p
 from chatd.conversation import info
-from chatd.errors import ChatdError
+from chatd.errors import ChatdError, InvalidArgument
 from chatd.server.rpc import Connection, ErrorReply
+from chatd.tools import Tool, ToolContext, ToolError, describe
 
 if TYPE_CHECKING:
     from chatd.app import Daemon
@@ -91,6 +94,10 @@ def initialize(conn: Connection, params: p.InitializeParams) -> dict[str, Any]:
     conn.initialized = True
     if params.client_info:
         conn.name = str(params.client_info.get("name", conn.name))[:100]
+    root = params.workspace_root or params.root_path
+    if root:
+        conn.workspace = os.path.abspath(os.path.expanduser(root))
+    conn.approves = bool((params.capabilities or {}).get("toolApproval"))
     return {
         "serverInfo": {"name": "chatd", "version": chatd.__version__},
         "protocolVersion": p.PROTOCOL_VERSION,
@@ -193,9 +200,60 @@ def conversation_unsubscribe(conn: Connection, params: p.NameParams) -> p.OkResu
 # ---------------------------------------------------------------- chat
 @method(p.CHAT_SEND, p.ChatSendParams)
 async def chat_send(conn: Connection, params: p.ChatSendParams) -> p.SendResult:
-    return await _daemon(conn).service.send(params, origin=conn)
+    return await _daemon(conn).service.send(params, origin=conn, workspace=params.workspace or conn.workspace)
 
 
 @method(p.CHAT_CANCEL, p.ChatCancelParams)
 def chat_cancel(conn: Connection, params: p.ChatCancelParams) -> p.CancelResult:
     return p.CancelResult(cancelled=_daemon(conn).service.cancel(params.conversation))
+
+
+# ---------------------------------------------------------------- tools
+_TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+@method(p.TOOLS_LIST)
+def tools_list(conn: Connection, params: Any) -> p.ToolsListResult:
+    return p.ToolsListResult(tools=[describe(t) for t in _daemon(conn).tools.all()])
+
+
+@method(p.TOOLS_REGISTER, p.ToolsRegisterParams)
+def tools_register(conn: Connection, params: p.ToolsRegisterParams) -> dict[str, Any]:
+    registry = _daemon(conn).tools
+    for decl in params.tools:
+        if not _TOOL_NAME.fullmatch(decl.name):
+            raise InvalidArgument(f"tool name {decl.name!r}: 1-64 letters, digits, _ or -")
+        if decl.parameters and decl.parameters.get("type", "object") != "object":
+            raise InvalidArgument(f"tool {decl.name!r}: parameters must be a JSON Schema of type object")
+    for decl in params.tools:
+        registry.add(Tool(
+            name=decl.name, description=decl.description,
+            parameters=decl.parameters or {"type": "object", "properties": {}}, origin="client",
+            run=_client_runner(conn, decl.name), side_effects=decl.side_effects, owner=conn,
+            timeout_s=decl.timeout_s))
+    return {"registered": [d.name for d in params.tools]}
+
+
+@method(p.TOOLS_UNREGISTER, p.ToolsUnregisterParams)
+def tools_unregister(conn: Connection, params: p.ToolsUnregisterParams) -> dict[str, Any]:
+    registry = _daemon(conn).tools
+    return {"unregistered": [n for n in params.names if registry.remove(n, owner=conn)]}
+
+
+def _client_runner(conn: Connection, name: str):
+    """Run a client tool in its client: `tool/invoke`, answered by the client's own code."""
+
+    async def run(arguments: dict[str, Any], ctx: ToolContext) -> Any:
+        msg_id, future = conn.request(p.TOOL_INVOKE, p.ToolInvokeParams(
+            conversation=ctx.conversation, turn_id=ctx.turn_id, call_id=ctx.call_id, tool=name,
+            arguments=arguments))
+        try:
+            return await future
+        except asyncio.CancelledError:
+            conn.withdraw_request(msg_id)
+            raise
+        except JsonRpcException as exc:
+            raise ToolError(f"the client's tool failed: {exc.message}") from None
+
+    return run
+

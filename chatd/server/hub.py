@@ -7,6 +7,7 @@ turn boundaries, but not its streamed deltas.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from chatd import protocol as p
@@ -59,3 +60,39 @@ class Hub:
             origin.send_body(body)
         if method == p.CONVERSATION_CHANGED and params.kind == "deleted":
             self._subs.pop(conv_id, None)
+
+    async def approve(self, conv_id: int, origin: Any, request: p.ToolApproveParams,
+                      timeout: float) -> tuple[bool, str]:
+        """Ask every attached client that answers approvals; the first answer wins and the others'
+        requests are withdrawn. With nobody able to answer, or no answer in time, the call is denied."""
+        asked = [c for c in dict.fromkeys((origin, *self._subs.get(conv_id, ())))
+                 if c is not None and getattr(c, "approves", False) and not c.closing]
+        if not asked:
+            return False, "no client attached to the conversation can approve tools"
+        pending: dict[asyncio.Future[Any], tuple[Any, Any]] = {}
+        for conn in asked:
+            try:
+                msg_id, future = conn.request(p.TOOL_APPROVE, request)
+            except ConnectionError:
+                continue
+            pending[future] = (conn, msg_id)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        try:
+            while pending:
+                done, _ = await asyncio.wait(pending, timeout=max(deadline - loop.time(), 0),
+                                             return_when=asyncio.FIRST_COMPLETED)
+                if not done:
+                    return False, f"no answer within {timeout:g}s"
+                for future in done:
+                    conn, _ = pending.pop(future)
+                    if future.cancelled() or future.exception() is not None:
+                        continue  # this client could not answer; wait for the others
+                    answer = future.result()
+                    approved = bool(answer.get("approved")) if isinstance(answer, dict) else answer is True
+                    return approved, f"{'approved' if approved else 'refused'} by {conn.name}"
+            return False, "no client attached to the conversation could answer"
+        finally:
+            for future, (conn, msg_id) in pending.items():
+                conn.withdraw_request(msg_id)
+

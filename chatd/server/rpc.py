@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
+from concurrent.futures import Future
 from typing import Any, Callable
 
 from lsprotocol.types import ResponseError
@@ -68,6 +70,7 @@ class ChatdProtocol(JsonRPCProtocol):
         super().__init__(server, converter)
         self.conn = conn
         self._batches: dict[Any, _Batch] = {}
+        self._notification_tasks: set[asyncio.Future[Any]] = set()
 
     def _get_handler(self, feature_name: str) -> Any:
         handler = self.conn.handlers.get(feature_name)
@@ -95,15 +98,13 @@ class ChatdProtocol(JsonRPCProtocol):
         self.conn.after_reply()
 
     def handlers_running(self) -> int:
-        return sum(1 for f in self._request_futures.values() if isinstance(f, asyncio.Future)) + len(self._batches)
+        return (sum(1 for f in self._request_futures.values() if isinstance(f, asyncio.Future))
+                + len(self._batches) + len(self._notification_tasks))
 
     def notify(self, method: str, params: Any = None) -> None:
         self.conn.write(p.encode({"jsonrpc": "2.0", "method": method, "params": params}))
 
     def send_request(self, method: str, params: Any = None, callback: Any = None, msg_id: Any = None):
-        from concurrent.futures import Future
-        import uuid
-
         msg_id = msg_id if msg_id is not None else uuid.uuid4().hex
         future: Future[Any] = Future()
         self._request_futures[msg_id] = future
@@ -194,24 +195,44 @@ class ChatdProtocol(JsonRPCProtocol):
         handler = self.conn.handlers.get(method)
         if handler is None:
             return  # unknown notifications are ignored, per JSON-RPC
+        if asyncio.iscoroutinefunction(handler):
+            # Not pygls' _handle_notification: it files the task in _request_futures under a fresh uuid
+            # and never removes it (a leak, and handlers_running() never reaches 0 after a half-close).
+            task = asyncio.ensure_future(handler(params))
+            self._notification_tasks.add(task)
+            task.add_done_callback(self._notification_done)
+            return
         self._handle_notification(method, params)
 
+    def _notification_done(self, task: "asyncio.Future[Any]") -> None:
+        self._notification_tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.debug("notification handler failed: %r", task.exception())
+        self.conn.after_reply()
+
     def _receive_response(self, msg_id: Any, msg: dict[str, Any]) -> None:
+        future = self._request_futures.get(msg_id)
+        if future is None or isinstance(future, asyncio.Future):
+            return  # not an answer to a request of ours (asyncio futures are the client's own requests)
         error = msg.get("error")
         if error is not None:
             if type(error) is not dict:
                 error = {"code": p.INTERNAL_ERROR, "message": str(error)}
+            code = error.get("code")
+            if type(code) is not int or not -(2**31) <= code < 2**31:
+                code = p.INTERNAL_ERROR
             self._handle_response(msg_id, None, ResponseError(
-                code=error.get("code", p.INTERNAL_ERROR), message=str(error.get("message", "")),
-                data=error.get("data")))
+                code=code, message=str(error.get("message", "")), data=error.get("data")))
         else:
             self._handle_response(msg_id, msg.get("result"))
 
     def cancel_all(self) -> None:
-        """The connection is gone: fail our requests to the client; its own handlers run on."""
-        for future in list(self._request_futures.values()):
+        """The connection is gone: fail our requests to the client (as ConnectionError, which callers
+        turn into tool errors: a cancel would look like the turn being cancelled); its own handlers run on."""
+        for msg_id, future in list(self._request_futures.items()):
             if not future.done() and not isinstance(future, asyncio.Future):
-                future.cancel()
+                self._request_futures.pop(msg_id, None)
+                future.set_exception(ConnectionError("the client disconnected"))
 
 
 def _short(exc: Exception) -> str:
@@ -233,6 +254,8 @@ class Connection:
         self.got_eof = False
         self.closed = asyncio.Event()
         self.initialized = False
+        self.workspace: str | None = None  # named at initialize; confines the built-in file tools
+        self.approves = False  # said at initialize it answers `tool/approve`
         self._transport: asyncio.WriteTransport | None = None
         server = _Server(protocol_cls=lambda s, c: ChatdProtocol(s, c, conn=self), converter_factory=lambda: None)
         self.protocol: ChatdProtocol = server.protocol  # type: ignore[assignment]
@@ -277,8 +300,19 @@ class Connection:
         """Write an already-encoded message (the hub encodes a notification once for all subscribers)."""
         self.write(body)
 
-    def request(self, method: str, params: Any) -> "asyncio.Future[Any]":
-        return asyncio.wrap_future(self.protocol.send_request(method, params))
+    def request(self, method: str, params: Any) -> tuple[Any, "asyncio.Future[Any]"]:
+        """Send a request to the client: (its id, a future of the result)."""
+        if self.closing:
+            raise ConnectionError("the client disconnected")
+        msg_id = uuid.uuid4().hex
+        return msg_id, asyncio.wrap_future(self.protocol.send_request(method, params, msg_id=msg_id))
+
+    def withdraw_request(self, msg_id: Any) -> None:
+        """We no longer need an answer (another client answered first): tell the client."""
+        future = self.protocol._request_futures.pop(msg_id, None)
+        if future is not None and not future.done():
+            future.cancel()
+            self.notify(p.CANCEL_REQUEST, {"id": msg_id})
 
     def close(self) -> None:
         if self.closing:
