@@ -8,13 +8,14 @@ import logging
 import os
 import signal
 import time
-from typing import Any
+from typing import Any, Mapping
 
 from chatd import protocol as p
+from chatd.config import load_config, make_http_client
 from chatd.conversation import ConversationService
 from chatd.models import ModelRegistry
 from chatd.paths import Paths, ensure_private_dir
-from chatd.providers.echo import EchoProvider
+from chatd.providers import build_providers
 from chatd.routing import Router
 from chatd.server import handlers
 from chatd.server.hub import Hub
@@ -26,16 +27,23 @@ log = logging.getLogger("chatd")
 
 
 class Daemon:
-    def __init__(self, paths: Paths, *, seed: int | None = None) -> None:
+    def __init__(self, paths: Paths, *, seed: int | None = None, env: Mapping[str, str] | None = None) -> None:
         self.paths = paths
         self.started = time.monotonic()
         self.socket_path: str | None = None
         self.store = Store(paths.database)
         self.hub = Hub()
+        # configuration: SDK environment variables + config.toml; problems are logged, never fatal
+        self.config = load_config(paths, os.environ if env is None else env)
+        for warning in self.config.warnings:
+            log.warning("config: %s", warning)
         self.registry = ModelRegistry()
-        self.providers: dict[str, Any] = {"echo": EchoProvider()}
+        for spec in self.config.models:
+            self.registry.add(spec)
+        self.http = make_http_client(self.config.http)  # one pool shared by every provider
+        self.providers: dict[str, Any] = build_providers(self.config, self.http)
         self.service = ConversationService(self.store, self.registry, self.providers, self.hub,
-                                           router=Router(seed))
+                                           router=Router(seed), default_models=self._default_models())
         self.connections: set[Connection] = set()
         self._stop = asyncio.Event()
 
@@ -57,8 +65,19 @@ class Daemon:
         self._stop.set()
 
     # ------------------------------------------------------------ facts for handlers
+    def _default_models(self) -> list[str]:
+        """config.toml's `default-models` (the valid ones), else the first built-in model whose
+        provider has a key, else the offline `echo`."""
+        wanted = [m for m in self.config.default_models or () if m in self.registry]
+        if wanted:
+            return wanted
+        keyed = {n for n, ep in self.config.endpoints.items() if ep.api_key is not None}
+        first = next((s.name for s in self.registry.all() if s.provider in keyed), None)
+        return [first] if first else ["echo"]
+
     def provider_keys(self) -> dict[str, bool]:
-        return {name: True for name in self.providers}
+        """Provider name -> a key is present (or none is needed: local servers, echo). Never the key."""
+        return {"echo": True, **{name: ep.usable for name, ep in self.config.endpoints.items()}}
 
     def models_out(self) -> list[p.ModelOut]:
         keys = self.provider_keys()

@@ -10,6 +10,7 @@
     [http]
     connect-timeout = 10        # seconds
     read-timeout = 300          # seconds between bytes of a stream
+    transport = "aiohttp"       # or "httpx" (its own pool: slower at many concurrent streams)
 
     [providers.openai]          # override a built-in endpoint
     api-key-cmd = "pass show openai"
@@ -36,6 +37,8 @@ import subprocess
 import tomllib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
+
+import httpx
 
 from chatd.models import BUILTIN
 from chatd.providers.base import ModelSpec
@@ -99,6 +102,24 @@ class HttpSettings:
     read_timeout: float = 300.0
     write_timeout: float = 30.0
     pool_timeout: float = 30.0
+    transport: str = "aiohttp"  # "aiohttp" (httpx-aiohttp) or "httpx" (httpx's own pool)
+
+
+def make_http_client(settings: HttpSettings) -> httpx.AsyncClient:
+    """The one client every provider shares. The aiohttp-backed transport by default: at 1,000
+    concurrent streams httpx's own pool was several times slower (bench/providers_transport.py,
+    encode/httpx#3215); httpx's pool is the fallback when httpx-aiohttp is not installed."""
+    timeout = httpx.Timeout(settings.read_timeout, connect=settings.connect_timeout, write=settings.write_timeout,
+                            pool=settings.pool_timeout)
+    limits = httpx.Limits(max_connections=None, max_keepalive_connections=100, keepalive_expiry=60)
+    if settings.transport == "aiohttp":
+        try:
+            from httpx_aiohttp import AiohttpTransport
+        except ImportError:
+            pass
+        else:
+            return httpx.AsyncClient(timeout=timeout, transport=AiohttpTransport(limits=limits))
+    return httpx.AsyncClient(timeout=timeout, limits=limits)
 
 
 @dataclass
@@ -163,7 +184,7 @@ def _family_endpoint(fam: Family, env: Mapping[str, str]) -> Endpoint:
 # ---------------------------------------------------------------- config.toml
 _TOP = {"default-models", "http", "providers", "models"}
 _HTTP = {"connect-timeout": "connect_timeout", "read-timeout": "read_timeout", "write-timeout": "write_timeout",
-         "pool-timeout": "pool_timeout"}
+         "pool-timeout": "pool_timeout", "transport": "transport"}
 _PROVIDER = {"kind", "base-url", "api-key", "api-key-env", "api-key-cmd", "headers", "system-role",
              "max-tokens-field", "include-usage"}
 _MODEL = {"provider": str, "api-model": str, "context-window": int, "max-output": int, "input-price": float,
@@ -285,6 +306,11 @@ class _Apply:
             attr = _HTTP.get(key)
             if attr is None:
                 self.warn(("http",), key, f"unknown key (known: {', '.join(_HTTP)})")
+            elif attr == "transport":
+                if value in ("aiohttp", "httpx"):
+                    values[attr] = value
+                else:
+                    self.warn(("http",), key, 'must be "aiohttp" or "httpx"')
             elif not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
                 self.warn(("http",), key, "must be a positive number of seconds")
             else:

@@ -366,14 +366,24 @@ async def post_sse(http: httpx.AsyncClient, url: str, body: dict[str, Any], head
                 yield item
     except ProviderError:
         raise
-    except httpx.TimeoutException as err:
-        raise ProviderError("timeout", scrub(f"timed out talking to {_host(url)} ({type(err).__name__})",
-                                             secrets)) from None
     except httpx.HTTPError as err:
+        if _is_timeout(err):
+            raise ProviderError("timeout", scrub(f"timed out talking to {_host(url)} ({type(err).__name__})",
+                                                 secrets)) from None
         kind = "stream" if received else "connection"
         raise ProviderError(kind, scrub(f"{type(err).__name__} talking to {_host(url)}: {err}", secrets)) from None
     except (OSError, ValueError, UnicodeError) as err:
-        raise ProviderError("connection", scrub(f"{type(err).__name__}: {err}", secrets)) from None
+        kind = "stream" if received else "connection"
+        raise ProviderError(kind, scrub(f"{type(err).__name__}: {err}", secrets)) from None
+
+
+def _is_timeout(err: httpx.HTTPError) -> bool:
+    """httpx's own timeouts; through the aiohttp transport, only those caused by a real timeout
+    (it maps every aiohttp connection error, a refused connect included, to ConnectTimeout)."""
+    if not isinstance(err, httpx.TimeoutException):
+        return False
+    cause = err.__cause__
+    return cause is None or isinstance(cause, TimeoutError) or type(cause).__module__.startswith(("httpcore", "anyio"))
 
 
 def _host(url: str) -> str:

@@ -115,7 +115,12 @@ class _REvent(msgspec.Struct):
     error: Any = None
 
 
+class _TextDelta(msgspec.Struct):
+    delta: str = ""
+
+
 _decode_event = msgspec.json.Decoder(_REvent).decode
+_decode_delta = msgspec.json.Decoder(_TextDelta).decode  # the hot path: most events are text deltas
 
 
 def usage_from(u: dict[str, Any]) -> p.Usage:
@@ -137,6 +142,9 @@ class ResponsesStream:
 
     def feed(self, event: str | None, data: str) -> list[Event]:
         try:
+            if event == "response.output_text.delta":
+                delta = _decode_delta(data).delta
+                return [TextDelta(delta)] if delta else []
             ev = _decode_event(data)
         except (msgspec.DecodeError, msgspec.ValidationError) as err:
             raise ProviderError("stream", f"malformed stream event ({err}): {data[:120]!r}") from None

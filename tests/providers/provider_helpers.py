@@ -8,6 +8,7 @@ from typing import Any
 import httpx
 
 from chatd import protocol as p
+from chatd.config import HttpSettings, make_http_client
 from chatd.models import ModelRegistry
 from chatd.providers.base import ProviderError, ProviderRequest, ToolSpec
 
@@ -40,8 +41,9 @@ async def collect(provider: Any, req: ProviderRequest) -> tuple[list[Any], Provi
     return events, None
 
 
-def client(**kw: Any) -> httpx.AsyncClient:
-    return httpx.AsyncClient(timeout=kw.pop("timeout", httpx.Timeout(10.0)), **kw)
+def client(transport: str = "httpx", read_timeout: float = 10.0) -> httpx.AsyncClient:
+    """The client the daemon makes (`config.make_http_client`), with either transport."""
+    return make_http_client(HttpSettings(read_timeout=read_timeout, connect_timeout=5.0, transport=transport))
 
 
 def run(coro: Any) -> Any:

@@ -96,9 +96,9 @@ def test_mistral_gets_nine_character_alphanumeric_ids():
 
 
 # ---------------------------------------------------------------- streams through a fake server
-def test_text_stream_usage_and_cost():
+def test_text_stream_usage_and_cost(transport):
     async def main():
-        async with FakeServer(Reply(chunks=fixture_events("openai_chat_text_stream.txt"))) as srv, client() as http:
+        async with FakeServer(Reply(chunks=fixture_events("openai_chat_text_stream.txt"))) as srv, client(transport) as http:
             events, err = await collect(provider(http, srv.url), request("gpt-4o", msg("user", "Hello!")))
             return srv, events, err
     srv, events, err = run(main())
@@ -115,12 +115,12 @@ def test_text_stream_usage_and_cost():
 
 
 @pytest.mark.parametrize("size", [1, 7, 64])
-def test_stream_cut_anywhere_gives_the_same_events(size):
+def test_stream_cut_anywhere_gives_the_same_events(size, transport):
     raw = b"".join(fixture_events("openai_chat_toolcall_stream.txt")).replace(b"\n", b"\r\n")
     raw = raw.replace(b'"arguments":"New"', '"arguments":"Nëw"'.encode())  # a 2-byte UTF-8 char to cut
 
     async def main():
-        async with FakeServer(Reply(chunks=split(raw, size))) as srv, client() as http:
+        async with FakeServer(Reply(chunks=split(raw, size))) as srv, client(transport) as http:
             return await collect(provider(http, srv.url), request("gpt-4o"))
     events, err = run(main())
     assert err is None
@@ -128,9 +128,9 @@ def test_stream_cut_anywhere_gives_the_same_events(size):
         ToolCallEvent(id="call_4XzlGBLtUe9dy3GVNV4jhq7h", name="get_weather", arguments={"city": "Nëw York City"})]
 
 
-def test_tool_call_stream_assembles_fragments_then_usage_then_finish():
+def test_tool_call_stream_assembles_fragments_then_usage_then_finish(transport):
     async def main():
-        async with FakeServer(Reply(chunks=fixture_events("openai_chat_toolcall_stream.txt"))) as srv, client() as h:
+        async with FakeServer(Reply(chunks=fixture_events("openai_chat_toolcall_stream.txt"))) as srv, client(transport) as h:
             return await collect(provider(h, srv.url), request("gpt-4o", msg("user", "what's the weather in NYC?"),
                                                                tools=[WEATHER]))
     events, err = run(main())
@@ -167,9 +167,9 @@ def test_refusal_is_surfaced_as_text_with_finish_refusal():
     assert out == [TextDelta("I can't help with that."), Finish("refusal")]
 
 
-def test_openai_provider_routes_chat_models_to_chat_completions():
+def test_openai_provider_routes_chat_models_to_chat_completions(transport):
     async def main():
-        async with FakeServer(Reply(chunks=fixture_events("openai_chat_text_stream.txt"))) as srv, client() as http:
+        async with FakeServer(Reply(chunks=fixture_events("openai_chat_text_stream.txt"))) as srv, client(transport) as http:
             prov = OpenAIProvider(http, base_url=srv.url + "/v1", api_key=KEY)
             await collect(prov, request("gpt-4.1-mini"))
             return srv.requests[0].path
@@ -188,22 +188,22 @@ def _error_body(message: str, type_: str = "invalid_request_error", code: str | 
     (500, "The server had an error while processing your request.", "server"),
     (503, "The engine is currently overloaded.", "server"),
 ])
-def test_error_bodies_are_classified_with_the_providers_message(status, message, kind):
+def test_error_bodies_are_classified_with_the_providers_message(status, message, kind, transport):
     async def main():
-        async with FakeServer(Reply.json(status, _error_body(message))) as srv, client() as http:
+        async with FakeServer(Reply.json(status, _error_body(message))) as srv, client(transport) as http:
             return await collect(provider(http, srv.url), request())
     events, err = run(main())
     assert events == [] and err is not None
     assert (err.kind, err.status, err.message) == (kind, status, message)
 
 
-def test_429_carries_retry_after():
+def test_429_carries_retry_after(transport):
     async def main():
         async with FakeServer([
             Reply.json(429, _error_body("Rate limit reached for requests", "requests", "rate_limit_exceeded"),
                        {"retry-after": "20"}),
             Reply.json(429, _error_body("slow down", "tokens"), {"retry-after-ms": "1500", "retry-after": "2"}),
-        ]) as srv, client() as http:
+        ]) as srv, client(transport) as http:
             return [(await collect(provider(http, srv.url), request()))[1] for _ in range(2)]
     first, second = run(main())
     assert (first.kind, first.status, first.retry_after) == ("rate_limit", 429, 20.0)
@@ -211,24 +211,24 @@ def test_429_carries_retry_after():
     assert second.retry_after == 1.5
 
 
-def test_error_object_mid_stream_after_partial_output():
+def test_error_object_mid_stream_after_partial_output(transport):
     chunks = fixture_events("openai_chat_text_stream.txt")[:3] + [
         sse({"error": {"message": "The server had an error while processing your request.", "type": "server_error",
                        "param": None, "code": None}})]
 
     async def main():
-        async with FakeServer(Reply(chunks=chunks)) as srv, client() as http:
+        async with FakeServer(Reply(chunks=chunks)) as srv, client(transport) as http:
             return await collect(provider(http, srv.url), request())
     events, err = run(main())
     assert texts(events) == "I'm unable"
     assert err.kind == "stream" and "The server had an error" in err.message
 
 
-def test_malformed_chunk_is_a_clear_stream_error():
+def test_malformed_chunk_is_a_clear_stream_error(transport):
     chunks = fixture_events("openai_chat_text_stream.txt")[:2] + [b'data: {"choices":[{"delta":{"content":"x"}\n\n']
 
     async def main():
-        async with FakeServer(Reply(chunks=chunks)) as srv, client() as http:
+        async with FakeServer(Reply(chunks=chunks)) as srv, client(transport) as http:
             return await collect(provider(http, srv.url), request())
     events, err = run(main())
     assert err.kind == "stream" and "malformed" in err.message
@@ -238,39 +238,39 @@ def test_malformed_chunk_is_a_clear_stream_error():
     assert type(info.value).__name__ == "ProviderError" and info.value.kind == "stream"
 
 
-def test_eof_without_finish_is_an_error_not_a_reply():
+def test_eof_without_finish_is_an_error_not_a_reply(transport):
     chunks = fixture_events("openai_chat_text_stream.txt")[:4]  # no finish_reason, no [DONE]
 
     async def main():
-        async with FakeServer(Reply(chunks=chunks)) as srv, client() as http:
+        async with FakeServer(Reply(chunks=chunks)) as srv, client(transport) as http:
             return await collect(provider(http, srv.url), request())
     events, err = run(main())
     assert err.kind == "stream" and "before the model finished" in err.message
 
 
-def test_connection_dropped_mid_stream():
+def test_connection_dropped_mid_stream(transport):
     async def main():
         async with FakeServer(Reply(chunks=fixture_events("openai_chat_text_stream.txt"), drop_after=3)) as srv, \
-                client() as http:
+                client(transport) as http:
             return await collect(provider(http, srv.url), request())
     events, err = run(main())
     assert texts(events) == "I'm unable" and err.kind == "stream"
 
 
-def test_stall_longer_than_the_read_timeout_is_a_timeout():
+def test_stall_longer_than_the_read_timeout_is_a_timeout(transport):
     async def main():
         async with FakeServer(Reply(chunks=fixture_events("openai_chat_text_stream.txt")[:2], stall=True)) as srv, \
-                client(timeout=httpx.Timeout(5.0, read=0.3)) as http:
+                client(transport, read_timeout=0.3) as http:
             return await collect(provider(http, srv.url), request())
     events, err = run(main())
     assert err.kind == "timeout" and KEY not in str(err)
 
 
-def test_connection_refused_is_a_connection_error():
+def test_connection_refused_is_a_connection_error(transport):
     async def main():
         async with FakeServer(Reply()) as srv:
             url = srv.url  # closed on exit: nothing listens there any more
-        async with client() as http:
+        async with client(transport) as http:
             return await collect(provider(http, url), request())
     events, err = run(main())
     assert err.kind == "connection"
