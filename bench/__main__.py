@@ -160,6 +160,7 @@ class Bench:
         self.results["rss.after_bench_mb"] = [self.daemon.rss_mb()]
         self.profile = _run("bench.daemon_bench", "profile", self.inproc_db, f"prof-{SIZES[-1]}", self.n_turns)
         self.pipe_profile = self.spy_pipelined()
+        self.imports = import_times("chatd.app")
 
     def spy_pipelined(self, seconds: int = 3) -> dict[str, Any] | None:
         """py-spy on the daemon while it serves pipelined requests (not timed); None without py-spy."""
@@ -175,6 +176,19 @@ class Bench:
             print(f"py-spy failed: {proc.stderr.read().decode(errors='replace')[-300:]}")
             return None
         return db.collapse_spy(raw)
+
+
+def import_times(module: str, top: int = 6) -> dict[str, Any]:
+    """`python -X importtime -c 'import MODULE'`: total and the slowest modules by cumulative time (ms)."""
+    err = subprocess.run([sys.executable, "-X", "importtime", "-c", f"import {module}"], capture_output=True,
+                         text=True, check=True).stderr
+    rows = []
+    for line in err.splitlines():
+        if line.startswith("import time:") and "|" in line and "cumulative" not in line:
+            _, cumulative, name = line[len("import time:"):].split("|")
+            rows.append((name.strip(), int(cumulative) / 1000))
+    total = next((ms for name, ms in rows if name == module), 0.0)
+    return {"total_ms": total, "top": sorted((r for r in rows if r[0] != module), key=lambda r: -r[1])[:top]}
 
 
 def _rotate(items: list, r: int) -> list:

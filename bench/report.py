@@ -101,7 +101,8 @@ def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
     return "\n".join(lines)
 
 
-def findings(s: Stats, profile: dict[str, Any], pipe_profile: dict[str, Any] | None) -> str:
+def findings(s: Stats, profile: dict[str, Any], pipe_profile: dict[str, Any] | None,
+             imports: dict[str, Any]) -> str:
     out = []
     flat = s.ratio(f"turn.daemon.{SIZES[-1]}", f"turn.daemon.{SIZES[0]}")
     fixed = s.ratio(f"turn.fixed.{SIZES[-1]}", f"turn.fixed.{SIZES[0]}")
@@ -155,6 +156,18 @@ def findings(s: Stats, profile: dict[str, Any], pipe_profile: dict[str, Any] | N
         " commit (~15% faster in a side experiment: ~41 → ~36 µs); and skip the `SELECT last_seq` by"
         " checking `UPDATE ... WHERE id = ? AND last_seq = ?` changed one row. Below ~30 µs needs fewer"
         " statements per turn (provenance as columns of the assistant message row).")
+    status = s.ratio("ping.chatd-status.p50", "ping.baseline.p50")
+    if status > 1.5:
+        out.append(
+            f"- **`daemon/status` ping** ({status:.2f}× at p50; the no-op target uses an unknown method, which"
+            f" passes at {s.ratio('ping.chatd.p50', 'ping.baseline.p50'):.2f}×). In-process cProfile of the"
+            " handler path while writing this bench (~15 µs CPU per status request vs ~6 µs per unknown method):"
+            " pygls' `_execute_handler` wraps every *sync* handler result in a `concurrent.futures.Future` with a"
+            " done-callback (`set_result` ~27% of the path) after two `iscoroutinefunction`/`is_thread_function`"
+            " checks, and `Daemon.provider_keys()` rebuilds a dict over every configured endpoint per call."
+            " Suggested fix: in `ChatdProtocol`, call sync handlers directly and `_send_response` their result,"
+            " keeping pygls' future path for `async def` handlers only (those are the cancellable ones); compute"
+            " provider key presence once per config load.")
     cold = s.med(f"turn.daemon.{SIZES[-1]}.cold") / 1000
     out.append(
         f"- **Cold turn.** The first turn on a conversation the daemon has not cached reads its whole history"
@@ -162,9 +175,9 @@ def findings(s: Stats, profile: dict[str, Any], pipe_profile: dict[str, Any] | N
         " O(1) rows. The cache holds 64 conversations.")
     start, ready = s.med("start.chatd.first_ms"), s.med("start.chatd.ready_ms")
     out.append(
-        f"- **Start-up** is {start:.0f} ms to the first answer ({ready:.0f} ms to the ready signal); most of it is"
-        " importing pygls and `lsprotocol.types` (`python -X importtime -c 'import chatd.app'`: about 250 ms"
-        " of ~360 ms is `lsprotocol.types`, pulled in by `pygls.protocol`/`pygls.exceptions`).")
+        f"- **Start-up** is {start:.0f} ms to the first answer ({ready:.0f} ms to the ready signal). Importing"
+        f" `chatd.app` alone takes {imports['total_ms']:.0f} ms (`python -X importtime`, once after the rounds);"
+        " the slowest imports, cumulative: " + ", ".join(f"`{n}` {ms:.0f} ms" for n, ms in imports["top"]) + ".")
     return "\n".join(out)
 
 
@@ -284,7 +297,7 @@ under the profiler):
 
 ## Findings
 
-{findings(s, prof, bench.pipe_profile)}
+{findings(s, prof, bench.pipe_profile, bench.imports)}
 
 ## Method
 
