@@ -269,12 +269,14 @@ class Gen:
         self.r = random.Random(seed)
         self.next_id = 0
         self.sent_ids: list[Any] = []
+        # Integers outside int64 in params are left out: they hit a known daemon bug (OverflowError ->
+        # -32603) that test_hostile_input.test_integers_beyond_int64_in_params_are_invalid_params pins.
 
     # values
     def scalar(self) -> Any:
         r = self.r
         return r.choice([
-            None, True, False, 0, -1, r.randint(-10**6, 10**6), 2**63, -(2**63) - 1, 2**70, r.random() * 1e6,
+            None, True, False, 0, -1, r.randint(-10**6, 10**6), 2**63 - 1, -(2**63), r.random() * 1e6,
             -0.0, 1e300, "", "x", r.choice(NAMES), "".join(r.choice(string.printable) for _ in range(r.randint(0, 20))),
             "\u2028\ud7ff\ufffd\U0010ffff", "\\u0000",
         ])
@@ -310,15 +312,15 @@ class Gen:
                       "preferModel": r.choice([None, "last", "weighted", "echo", "nope"]),
                       "params": r.choice([None, self.small_params()])}
         elif method in (p.CONVERSATION_GET, p.CONVERSATION_SUBSCRIBE):
-            fields = {"name": name(), "afterSeq": r.choice([0, 1, -5, 10**6, 2**64])}
+            fields = {"name": name(), "afterSeq": r.choice([0, 1, -5, 10**6, 2**63 - 1])}
         elif method == p.CONVERSATION_LIST:
-            fields = {"query": r.choice([None, "a", "%", "_", "'", ""]), "limit": r.choice([1, 0, -1, 10**9, 2**64])}
+            fields = {"query": r.choice([None, "a", "%", "_", "'", ""]), "limit": r.choice([1, 0, -1, 10**9, 2**63 - 1])}
         elif method == p.CONVERSATION_UPDATE:
             fields = {"name": name(), "newName": r.choice([None, name()]), "system": r.choice([None, "s"]),
                       "models": r.choice([None, ["echo"], ["nope"]]),
                       "preferModel": r.choice([None, "last", "nope"]), "params": r.choice([None, self.small_params()])}
         elif method == p.CONVERSATION_FORK:
-            fields = {"name": name(), "newName": name(), "atSeq": r.choice([None, 0, 1, 3, -1, 2**64])}
+            fields = {"name": name(), "newName": name(), "atSeq": r.choice([None, 0, 1, 3, -1, 2**63 - 1])}
         elif method in (p.CONVERSATION_DELETE, p.CONVERSATION_CLEAR, p.CONVERSATION_UNSUBSCRIBE):
             fields = {"name": name()}
         elif method == p.CHAT_SEND:
@@ -328,7 +330,7 @@ class Gen:
                       "preferModel": r.choice([None, "last", "weighted", "echo", "nope"]),
                       "models": r.choice([None, ["echo"], ["nope"]]),
                       "tools": r.choice([None, [], ["nope"]]),
-                      "maxRounds": r.choice([None, 0, 1, -1]), "maxNewTokens": r.choice([None, 0, 5, -5, 2**64]),
+                      "maxRounds": r.choice([None, 0, 1, -1]), "maxNewTokens": r.choice([None, 0, 5, -5, 2**63 - 1]),
                       "temperature": r.choice([None, 0.0, 2.5, -1.0]),
                       "params": r.choice([None, self.small_params()])}
         elif method == p.CHAT_CANCEL:
@@ -392,10 +394,13 @@ class Gen:
         if k < 0.85:  # a broken envelope
             return self.broken()
         # any JSON value at all, judged like the daemon must
-        value = self.value()
+        return self.judge(self.unique_id(self.value()))
+
+    def unique_id(self, value: Any) -> Any:
+        """Give a message with a valid id a fresh one, so each reply can be matched to its request."""
         if type(value) is dict and "id" in value and (value["id"] is None or type(value["id"]) in (int, str)):
-            value["id"] = self.new_id()  # ids stay unique, so each reply can be matched to its request
-        return self.judge(value)
+            value["id"] = self.new_id()
+        return value
 
     def broken(self) -> tuple[Any, Any]:
         r = self.r
@@ -472,6 +477,11 @@ class Gen:
                 return b"[]", ("null", p.INVALID_REQUEST)
             return msgspec.json.encode([m for m, _ in items]), ("batch", [e for _, e in items])
         msg, expected = self.message()
+        if type(msg) is list:  # a random value that is an array: a batch, to the daemon
+            if not msg:
+                return b"[]", ("null", p.INVALID_REQUEST)
+            expected = ("batch", [self.judge(self.unique_id(m))[1] for m in msg])  # before encoding: ids change
+            return msgspec.json.encode(msg), expected
         return msgspec.json.encode(msg), expected
 
 
@@ -542,7 +552,11 @@ def run_fuzz(daemon: Any, bystander: Bystander, mode: str, seed: int, frames: in
     step = max(1, len(wire) // 4)
     try:
         for i in range(0, len(wire), step):
-            conn.send_raw(b"".join(wire[i : i + step]))
+            try:
+                conn.send_raw(b"".join(wire[i : i + step]))
+            except OSError as exc:
+                raise AssertionError(f"seed {seed} ({mode}): the daemon dropped the connection while frames "
+                                     f"{i}..{i + step} were being sent ({exc!r})") from None
             bystander.check()  # the other connection keeps answering while this one is hammered
         conn.half_close()
         try:
@@ -614,4 +628,4 @@ def run_fuzz(daemon: Any, bystander: Bystander, mode: str, seed: int, frames: in
 
 @pytest.mark.parametrize("mode,seed", [("lsp", 1), ("lsp", 2), ("line", 3)])
 def test_fuzz_live_daemon_over_one_connection(daemon, bystander, mode, seed):
-    run_fuzz(daemon, bystander, mode, seed, frames=1200)
+    run_fuzz(daemon, bystander, mode, seed, frames=2500)

@@ -387,6 +387,25 @@ def test_wrong_param_types_name_the_field(daemon, bystander, connect, method, pa
 
 
 @pytest.mark.parametrize("method,params,field", [
+    (p.CONVERSATION_GET, {"name": "int64", "afterSeq": 2**64}, "afterSeq"),
+    (p.CONVERSATION_SUBSCRIBE, {"name": "int64", "afterSeq": -(2**63) - 1}, "afterSeq"),
+    (p.CONVERSATION_LIST, {"limit": 2**64}, "limit"),
+    (p.CONVERSATION_FORK, {"name": "int64", "newName": "int64-fork", "atSeq": 2**64}, "atSeq"),
+], ids=["get-afterSeq", "subscribe-afterSeq", "list-limit", "fork-atSeq"])
+def test_integers_beyond_int64_in_params_are_invalid_params(daemon, bystander, connect, method, params, field):
+    """JSON has no integer limit but SQLite does: an integer beyond int64 is either served (as "after
+    everything", "no limit") or refused as the client's error (-32602 naming the field), never -32603."""
+    conn = connect()
+    conn.send_request(p.CHAT_SEND, {"conversation": "int64", "text": "x"}, msg_id="setup")
+    conn.reply("setup")
+    msg = conn.reply(conn.send_request(method, params))
+    if "error" in msg:
+        assert msg["error"]["code"] == p.INVALID_PARAMS and field in msg["error"]["message"], msg
+    still_works(conn)
+    bystander.check()
+
+
+@pytest.mark.parametrize("method,params,field", [
     (p.CONVERSATION_CREATE, {"name": "x", "bogus": 1}, "bogus"),
     (p.CHAT_SEND, {"conversation": "x", "text": "hi", "max_rounds": 2}, "max_rounds"),  # snake_case typo
     (p.CONVERSATION_GET, {"name": "x", "after": 3}, "after"),
