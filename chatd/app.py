@@ -22,6 +22,9 @@ from chatd.server.hub import Hub
 from chatd.server.listener import ConnectionProtocol, acquire_lock, bind_socket, open_stdio
 from chatd.server.rpc import Connection
 from chatd.store import Store
+from chatd.tools import ToolRegistry
+from chatd.tools.builtin import builtin_tools
+from chatd.tools.sources import ToolSources
 
 log = logging.getLogger("chatd")
 
@@ -34,7 +37,8 @@ class Daemon:
         self.store = Store(paths.database)
         self.hub = Hub()
         # configuration: SDK environment variables + config.toml; problems are logged, never fatal
-        self.config = load_config(paths, os.environ if env is None else env)
+        self.env = os.environ if env is None else env
+        self.config = load_config(paths, self.env)
         for warning in self.config.warnings:
             log.warning("config: %s", warning)
         self.registry = ModelRegistry()
@@ -42,8 +46,14 @@ class Daemon:
             self.registry.add(spec)
         self.http = make_http_client(self.config.http)  # one pool shared by every provider
         self.providers: dict[str, Any] = build_providers(self.config, self.http)
+        self.tools = ToolRegistry()
+        for tool in builtin_tools():
+            self.tools.add(tool)
+        self.tool_sources = ToolSources(self.tools)
+        self._tools_loading: asyncio.Future[list[str]] | None = None
         self.service = ConversationService(self.store, self.registry, self.providers, self.hub,
-                                           router=Router(seed), default_models=self._default_models())
+                                           router=Router(seed), default_models=self._default_models(),
+                                           tools=self.tools, tool_rules=self.config.tools.policy)
         self.connections: set[Connection] = set()
         self._stop = asyncio.Event()
 
@@ -59,6 +69,7 @@ class Daemon:
         conn.close()
         self.connections.discard(conn)
         self.hub.drop(conn)
+        self.tools.withdraw(conn)
         conn.protocol.cancel_all()
 
     def request_stop(self) -> None:
@@ -89,6 +100,28 @@ class Daemon:
         ]
 
     # ------------------------------------------------------------ running
+    # ------------------------------------------------------------ tools from the config
+    def _load_tools(self) -> None:
+        """Config functions and MCP servers load in the background: a slow MCP server never delays
+        the socket. Turns and `tools/list` wait for it (`tools_loaded`)."""
+        self._tools_loading = asyncio.ensure_future(self.tool_sources.reload(self.config.tools))
+
+    async def tools_loaded(self) -> None:
+        if self._tools_loading is not None and not self._tools_loading.done():
+            await asyncio.wait_for(asyncio.shield(self._tools_loading), 60)
+
+    async def reload(self) -> list[str]:
+        """`daemon/reload`: re-read config.toml's tools and policy; returns its warnings."""
+        from chatd.config import load_config
+
+        config = load_config(self.paths, self.env)
+        self.config.tools = config.tools
+        self.service.tool_rules = config.tools.policy
+        await self.tools_loaded()
+        self._tools_loading = asyncio.ensure_future(self.tool_sources.reload(config.tools))
+        errors = await self._tools_loading
+        return [*config.warnings, *errors]
+
     async def serve_unix(self, ready_fd: int | None = None) -> None:
         lock_fd = acquire_lock(self.paths)
         try:
@@ -99,6 +132,7 @@ class Daemon:
                 lambda: ConnectionProtocol(self.open_connection, self.close_connection, check_peer=True), sock=sock)
             log.info("serving on %s (pid %d)", self.paths.socket, os.getpid())
             self._install_signals()
+            self._load_tools()
             if ready_fd is not None:
                 os.write(ready_fd, b"ready\n")
                 os.close(ready_fd)
@@ -121,6 +155,7 @@ class Daemon:
         closed = asyncio.ensure_future(conn.closed.wait())
         stop = asyncio.ensure_future(self._stop.wait())
         self._install_signals()
+        self._load_tools()
         await asyncio.wait({closed, stop}, return_when=asyncio.FIRST_COMPLETED)
         closed.cancel()
         stop.cancel()
@@ -134,10 +169,14 @@ class Daemon:
     async def _shutdown(self) -> None:
         log.info("shutting down: %d active turns", self.service.active_turns)
         await self.service.close()
+        if self._tools_loading is not None:
+            self._tools_loading.cancel()
+        await self.tool_sources.close()
         await asyncio.sleep(0)  # let cancelled handlers send their -32800 replies
         for conn in list(self.connections):
             self.close_connection(conn)
         self.store.close()
+        await self.http.aclose()
 
 
 def setup_logging(paths: Paths, *, stderr: bool) -> None:

@@ -35,12 +35,15 @@ import re
 import shlex
 import subprocess
 import tomllib
+
+import msgspec
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 import httpx
 
 from chatd.models import BUILTIN
+from chatd.tools.sources import ToolsConfig
 from chatd.providers.base import ModelSpec
 from chatd.providers.compat import FAMILIES, Family, ollama_base
 from chatd.providers.openai_chat import COMPAT, Dialect
@@ -128,6 +131,7 @@ class Config:
     models: list[ModelSpec]  # from config.toml: new models and overrides of built-in ones
     default_models: list[str] | None = None
     http: HttpSettings = field(default_factory=HttpSettings)
+    tools: ToolsConfig = field(default_factory=ToolsConfig)
     warnings: list[str] = field(default_factory=list)
 
     def secrets(self) -> list[str]:
@@ -182,7 +186,7 @@ def _family_endpoint(fam: Family, env: Mapping[str, str]) -> Endpoint:
 
 
 # ---------------------------------------------------------------- config.toml
-_TOP = {"default-models", "http", "providers", "models"}
+_TOP = {"default-models", "http", "providers", "models", "tools"}
 _HTTP = {"connect-timeout": "connect_timeout", "read-timeout": "read_timeout", "write-timeout": "write_timeout",
          "pool-timeout": "pool_timeout", "transport": "transport"}
 _PROVIDER = {"kind", "base-url", "api-key", "api-key-env", "api-key-cmd", "headers", "system-role",
@@ -282,6 +286,7 @@ class _Apply:
             else:
                 self.warn((), "default-models", "must be a non-empty list of model names")
         self.http(data.get("http"))
+        self.tools(data.get("tools"))
         providers = data.get("providers", {})
         if isinstance(providers, dict):
             for name, table in providers.items():
@@ -294,6 +299,16 @@ class _Apply:
                 self.model(name, table)
         else:
             self.warn((), "models", "must be a table of [models.<name>]")
+
+    def tools(self, table: Any) -> None:
+        if table is None:
+            return
+        try:
+            self.config.tools = msgspec.convert(table, ToolsConfig)
+        except msgspec.ValidationError as err:
+            path = str(err).rpartition("at `$")[2].rstrip("`").strip(".").replace("[", ".").replace("]", "")
+            keys = tuple(k for k in path.split(".") if k)
+            self.warn(("tools", *keys[:-1]), keys[-1] if keys else None, f"{err}; [tools] is ignored")
 
     def http(self, table: Any) -> None:
         if table is None:

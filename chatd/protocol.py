@@ -21,6 +21,7 @@ EXIT = "exit"
 CANCEL_REQUEST = "$/cancelRequest"
 DAEMON_STATUS = "daemon/status"
 DAEMON_SHUTDOWN = "daemon/shutdown"
+DAEMON_RELOAD = "daemon/reload"
 MODELS_LIST = "models/list"
 CONVERSATION_CREATE = "conversation/create"
 CONVERSATION_LIST = "conversation/list"
@@ -33,6 +34,7 @@ CONVERSATION_SUBSCRIBE = "conversation/subscribe"
 CONVERSATION_UNSUBSCRIBE = "conversation/unsubscribe"
 CHAT_SEND = "chat/send"
 CHAT_CANCEL = "chat/cancel"
+CHAT_BATCH = "chat/batch"
 TOOLS_LIST = "tools/list"
 TOOLS_REGISTER = "tools/register"
 TOOLS_UNREGISTER = "tools/unregister"
@@ -47,6 +49,7 @@ CHAT_TURN_ENDED = "chat/turnEnded"
 CONVERSATION_CHANGED = "conversation/changed"
 CHAT_TOOL_CALL = "chat/toolCall"
 CHAT_TOOL_RESULT = "chat/toolResult"
+CHAT_BATCH_PROGRESS = "chat/batchProgress"
 
 # ---------------------------------------------------------------- error codes
 PARSE_ERROR = -32700
@@ -119,10 +122,15 @@ class Usage(_Out, omit_defaults=False):
 
 
 class Attempt(_Out):
+    """One try of one model. "skipped": the model was cooling down (401/403, or used up its retries)."""
+
     model: str
-    outcome: Literal["ok", "error", "cancelled"]
+    outcome: Literal["ok", "error", "cancelled", "skipped"]
     error: str | None = None
     latency_ms: float = 0.0
+    started_at: float = 0.0  # Unix time
+    status: int | None = None  # the HTTP status, when there was one
+    kind: str | None = None  # the failure's class: rate_limit, overloaded, server, auth, bad_request, ...
 
 
 class MessageOut(_Out):
@@ -391,6 +399,71 @@ class ConversationChanged(_Out):
     seq: int = 0
     messages: list[MessageOut] = []
     old_name: str | None = None
+
+
+# ---------------------------------------------------------------- chat/batch
+class BatchMessage(_Wire):
+    role: Literal["user", "assistant"]
+    text: str
+
+
+class BatchPrompt(_Wire):
+    """A prompt that is more than a text: an inline transcript (`messages`, stateless like a plain text),
+    or `conversation` + `text`: the next turn of that stored conversation, committed as by chat/send."""
+
+    text: str | None = None
+    messages: list[BatchMessage] | None = None
+    system: str | None = None
+    conversation: str | None = None
+
+
+class ChatBatchParams(_Wire):
+    prompts: list[Union[str, BatchPrompt]]
+    models: list[str] | None = None
+    model_weights: list[float] | None = None
+    prefer_model: str | None = None  # "weighted" (default: a draw per prompt) or a model name
+    system: str | None = None
+    max_new_tokens: int | None = None
+    temperature: float | None = None
+    params: dict[str, Any] | None = None
+    max_concurrent: int | None = None  # this batch's prompts in flight (the daemon-wide cap still applies)
+    batch_id: str | None = None  # echoed in chat/batchProgress (default: a generated id)
+
+
+class BatchError(_Out):
+    code: int
+    message: str
+
+
+class BatchItem(_Out, omit_defaults=True):
+    index: int
+    ok: bool
+    text: str | None = None
+    model_used: str | None = None
+    usage: Usage | None = None
+    cost: float = 0.0
+    finish_reason: str | None = None
+    latency_ms: float = 0.0
+    attempts: list[Attempt] = []  # given when there was more than one try, or none succeeded
+    conversation: str | None = None
+    error: BatchError | None = None
+
+
+class ChatBatchResult(_Out):
+    batch_id: str
+    results: list[BatchItem]  # in input order
+    done: int
+    failed: int
+    usage: Usage
+    cost: float
+    elapsed_ms: float
+
+
+class BatchProgress(_Out):
+    batch_id: str
+    done: int
+    failed: int
+    total: int
 
 
 # ---------------------------------------------------------------- framing

@@ -132,6 +132,11 @@ def daemon_shutdown(conn: Connection, params: Any) -> p.OkResult:
     return p.OkResult()
 
 
+@method(p.DAEMON_RELOAD)
+async def daemon_reload(conn: Connection, params: Any) -> dict[str, Any]:
+    return {"warnings": await _daemon(conn).reload()}
+
+
 @method(p.MODELS_LIST)
 def models_list(conn: Connection, params: Any) -> p.ModelsListResult:
     return p.ModelsListResult(models=_daemon(conn).models_out())
@@ -200,6 +205,8 @@ def conversation_unsubscribe(conn: Connection, params: p.NameParams) -> p.OkResu
 # ---------------------------------------------------------------- chat
 @method(p.CHAT_SEND, p.ChatSendParams)
 async def chat_send(conn: Connection, params: p.ChatSendParams) -> p.SendResult:
+    if params.tools:
+        await _daemon(conn).tools_loaded()
     return await _daemon(conn).service.send(params, origin=conn, workspace=params.workspace or conn.workspace)
 
 
@@ -213,7 +220,8 @@ _TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 @method(p.TOOLS_LIST)
-def tools_list(conn: Connection, params: Any) -> p.ToolsListResult:
+async def tools_list(conn: Connection, params: Any) -> p.ToolsListResult:
+    await _daemon(conn).tools_loaded()
     return p.ToolsListResult(tools=[describe(t) for t in _daemon(conn).tools.all()])
 
 
