@@ -161,6 +161,8 @@ class Bench:
         self.profile = _run("bench.daemon_bench", "profile", self.inproc_db, f"prof-{SIZES[-1]}", self.n_turns)
         self.pipe_profile = self.spy_pipelined()
         self.imports = import_times("chatd.app")
+        self.imports["rss"] = import_rss(["msgspec", "asyncio", "sqlite3", "lsprotocol.types", "pygls.protocol",
+                                          "httpx", "chatd.app"])
 
     def spy_pipelined(self, seconds: int = 3) -> dict[str, Any] | None:
         """py-spy on the daemon while it serves pipelined requests (not timed); None without py-spy."""
@@ -189,6 +191,18 @@ def import_times(module: str, top: int = 6) -> dict[str, Any]:
             rows.append((name.strip(), int(cumulative) / 1000))
     total = next((ms for name, ms in rows if name == module), 0.0)
     return {"total_ms": total, "top": sorted((r for r in rows if r[0] != module), key=lambda r: -r[1])[:top]}
+
+
+def import_rss(modules: list[str]) -> list[tuple[str, float]]:
+    """VmRSS growth (MB) as each module is imported in turn into a bare interpreter."""
+    code = ("import importlib, sys\n"
+            "def rss():\n"
+            "    return int(next(l for l in open('/proc/self/status') if l.startswith('VmRSS')).split()[1]) / 1024\n"
+            "last = rss()\n"
+            "for m in sys.argv[1:]:\n"
+            "    importlib.import_module(m); now = rss(); print(m, now - last); last = now\n")
+    out = subprocess.run([sys.executable, "-c", code, *modules], capture_output=True, text=True, check=True).stdout
+    return [(line.split()[0], float(line.split()[1])) for line in out.splitlines()]
 
 
 def _rotate(items: list, r: int) -> list:

@@ -178,6 +178,14 @@ def findings(s: Stats, profile: dict[str, Any], pipe_profile: dict[str, Any] | N
         f"- **Start-up** is {start:.0f} ms to the first answer ({ready:.0f} ms to the ready signal). Importing"
         f" `chatd.app` alone takes {imports['total_ms']:.0f} ms (`python -X importtime`, once after the rounds);"
         " the slowest imports, cumulative: " + ", ".join(f"`{n}` {ms:.0f} ms" for n, ms in imports["top"]) + ".")
+    rss = s.med("start.chatd.rss_mb")
+    out.append(
+        f"- **Idle RSS** is {rss:.1f} MB (target 60 MB). VmRSS added by importing, in this order, into a bare"
+        " interpreter: " + ", ".join(f"`{n}` +{mb:.1f} MB" for n, mb in imports["rss"]) + "."
+        + (" The daemon imports pygls/`lsprotocol.types` and httpx (with the provider adapters) at start even"
+           " when only `echo` is used; importing httpx and the adapters on first use of a remote provider, and"
+           " `lsprotocol.types` only where pygls needs it, would bring it under the limit and cut start-up."
+           if rss > 60 else ""))
     return "\n".join(out)
 
 
