@@ -8,7 +8,7 @@ the same contract for people; keep the two in step.
 from __future__ import annotations
 
 import re
-from typing import Any, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 import msgspec
 
@@ -65,6 +65,10 @@ MODEL_NOT_FOUND = -32003
 TURN_FAILED = -32004
 LIMIT_EXCEEDED = -32005
 SHUTTING_DOWN = -32006
+
+Seq = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+"""A message sequence number as a param: SQLite's int64 range, never negative."""
+Count = Annotated[int, msgspec.Meta(ge=1, le=100_000)]
 
 WILDCARD = "*"
 """`conversation/subscribe {name: "*"}` follows every conversation: creations, renames, deletions, turns."""
@@ -181,12 +185,12 @@ class ConversationCreateParams(_Wire):
 
 class ConversationListParams(_Wire):
     query: str | None = None
-    limit: int = 100
+    limit: Count = 100
 
 
 class ConversationGetParams(_Wire):
     name: str
-    after_seq: int = 0
+    after_seq: Seq = 0
 
 
 class ConversationUpdateParams(_Wire):
@@ -202,7 +206,7 @@ class ConversationUpdateParams(_Wire):
 class ConversationForkParams(_Wire):
     name: str
     new_name: str
-    at_seq: int | None = None
+    at_seq: Seq | None = None
 
 
 class ChatSendParams(_Wire):
@@ -212,8 +216,8 @@ class ChatSendParams(_Wire):
     prefer_model: str | None = None
     models: list[str] | None = None
     tools: list[str] | None = None
-    max_rounds: int | None = None
-    max_new_tokens: int | None = None
+    max_rounds: Annotated[int, msgspec.Meta(ge=1, le=100)] | None = None
+    max_new_tokens: Annotated[int, msgspec.Meta(ge=1, le=10_000_000)] | None = None
     temperature: float | None = None
     params: dict[str, Any] | None = None
     workspace: str | None = None
@@ -366,6 +370,8 @@ class ChatAttempt(_Out):
     reason: str | None = None
     next: str = "fallback"
     delay_s: float = 0.0
+    kind: str | None = None  # the failure's class (rate_limit, server, auth, timeout, ...)
+    status: int | None = None  # its HTTP status, when there was one
 
 
 class TurnEnded(_Out):
@@ -533,6 +539,12 @@ class FrameDecoder:
         else:
             self._feed_lsp(out)
         return out
+
+    def finish(self) -> list[bytes | FrameError]:
+        """At end of input: a final newline-JSON line without its newline is still a message."""
+        if self._mode == "line" and self._need != -2 and self._buf.strip():
+            return self.feed(b"\n")
+        return []
 
     def _feed_lines(self, out: list[bytes | FrameError]) -> None:
         buf = self._buf

@@ -262,6 +262,7 @@ class Connection:
 
     def eof(self) -> None:
         """The client closed its sending side: answer what is in flight, then close."""
+        self._dispatch(self.decoder.finish())
         self.got_eof = True
         self.after_reply()
 
@@ -277,7 +278,10 @@ class Connection:
         self._transport = transport
 
     def feed(self, data: bytes) -> None:
-        for item in self.decoder.feed(data):
+        self._dispatch(self.decoder.feed(data))
+
+    def _dispatch(self, items: list[bytes | p.FrameError]) -> None:
+        for item in items:
             if type(item) is bytes:
                 self.protocol.receive(item)
             else:
