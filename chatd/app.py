@@ -16,7 +16,7 @@ from chatd.conversation import ConversationService
 from chatd.models import ModelRegistry
 from chatd.paths import Paths, ensure_private_dir
 from chatd.providers import build_providers
-from chatd.routing import Router
+from chatd.routing import Router, RouterConfig
 from chatd.server import handlers
 from chatd.server.hub import Hub
 from chatd.server.listener import ConnectionProtocol, acquire_lock, bind_socket, open_stdio
@@ -51,10 +51,15 @@ class Daemon:
             self.tools.add(tool)
         self.tool_sources = ToolSources(self.tools)
         self._tools_loading: asyncio.Future[list[str]] | None = None
+        routing, problems = RouterConfig.load(paths.config_file)  # the [routing] table of config.toml
+        for warning in problems:
+            log.warning("config: %s", warning)
+        self.router = Router(seed, registry=self.registry, config=routing)  # one per daemon: shared cooldowns
         self.service = ConversationService(self.store, self.registry, self.providers, self.hub,
-                                           router=Router(seed), default_models=self._default_models(),
+                                           router=self.router, default_models=self._default_models(),
                                            tools=self.tools, tool_rules=self.config.tools.policy)
         self.connections: set[Connection] = set()
+        self._keys: dict[str, bool] | None = None
         self._stop = asyncio.Event()
 
     # ------------------------------------------------------------ connections
@@ -88,14 +93,17 @@ class Daemon:
 
     def provider_keys(self) -> dict[str, bool]:
         """Provider name -> a key is present (or none is needed: local servers, echo). Never the key."""
-        return {"echo": True, **{name: ep.usable for name, ep in self.config.endpoints.items()}}
+        if self._keys is None:
+            self._keys = {"echo": True, **{name: ep.usable for name, ep in self.config.endpoints.items()}}
+        return self._keys
 
     def models_out(self) -> list[p.ModelOut]:
         keys = self.provider_keys()
         return [
             p.ModelOut(name=s.name, provider=s.provider, api_model=s.api_model, context_window=s.context_window,
                        max_output=s.max_output, input_price=s.input_price, output_price=s.output_price,
-                       capabilities=list(s.capabilities), key_present=keys.get(s.provider, False))
+                       capabilities=list(s.capabilities), key_present=keys.get(s.provider, False),
+                       cooldown_until=self.router.cooldown_until(s.name))
             for s in self.registry.all()
         ]
 

@@ -30,7 +30,7 @@ from chatd.providers.base import (
     Finish, ModelSpec, Provider, ProviderError, ProviderRequest, TextDelta, ThinkingEvent, ToolCallEvent,
     ToolSpec, UsageEvent, cost_of,
 )
-from chatd.routing import LAST, AllModelsFailed, Router
+from chatd.routing import LAST, AllModelsFailed, Router, StallGuard
 from chatd.store import Conversation, NewMessage, Store, TurnRecord
 from chatd.store.sqlite import text_of
 from chatd.tools import ToolRegistry
@@ -315,22 +315,24 @@ class ConversationService:
         reply = _Reply()
         state.streaming = (turn.id, turn.user, name, reply.chunks)
         publish, conv_id, conv_name = self.events.publish, turn.conv.id, turn.conv.name
-        async for event in self.providers[spec.provider].stream(request):
-            kind = type(event)
-            if kind is TextDelta:
-                reply.chunks.append(event.text)
-                publish(conv_id, p.CHAT_DELTA, p.ChatDelta(conversation=conv_name, turn_id=turn.id,
-                                                           text=event.text), turn.origin)
-            elif kind is ToolCallEvent:
-                reply.flush_text()
-                reply.parts.append(p.ToolCallPart(id=event.id, name=event.name, arguments=event.arguments))
-            elif kind is ThinkingEvent:
-                reply.parts.append(p.ThinkingPart(text=event.text, signature=event.signature,
-                                                  provider=spec.provider))
-            elif kind is UsageEvent:
-                reply.usage = event.usage
-            elif kind is Finish:
-                reply.reason = event.reason
+        async with StallGuard(self.router.stall_timeout(name)) as guard:  # silence -> a "timeout" failure
+            async for event in self.providers[spec.provider].stream(request):
+                guard.tick()
+                kind = type(event)
+                if kind is TextDelta:
+                    reply.chunks.append(event.text)
+                    publish(conv_id, p.CHAT_DELTA, p.ChatDelta(conversation=conv_name, turn_id=turn.id,
+                                                               text=event.text), turn.origin)
+                elif kind is ToolCallEvent:
+                    reply.flush_text()
+                    reply.parts.append(p.ToolCallPart(id=event.id, name=event.name, arguments=event.arguments))
+                elif kind is ThinkingEvent:
+                    reply.parts.append(p.ThinkingPart(text=event.text, signature=event.signature,
+                                                      provider=spec.provider))
+                elif kind is UsageEvent:
+                    reply.usage = event.usage
+                elif kind is Finish:
+                    reply.reason = event.reason
         reply.flush_text()
         return reply
 
@@ -467,9 +469,9 @@ class _Turn:
         self.reason = reply.reason
 
     def on_failure(self, events: EventSink):
-        def report(model: str, err: ProviderError, action: str) -> None:
+        def report(model: str, err: ProviderError, action: str, delay_s: float = 0.0) -> None:
             events.publish(self.conv.id, p.CHAT_ATTEMPT, p.ChatAttempt(
                 conversation=self.conv.name, turn_id=self.id, model=model, outcome="error", reason=str(err),
-                next=action),
+                next=action, delay_s=delay_s, kind=err.kind, status=err.status),
                 self.origin)
         return report
