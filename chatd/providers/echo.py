@@ -39,6 +39,7 @@ class EchoProvider:
             if delay:
                 await asyncio.sleep(delay)
             yield TextDelta(word)
-        prompt_words = sum(len(m.text.split()) for m in request.messages) + len((request.system or "").split())
-        yield UsageEvent(p.Usage(input_tokens=prompt_words, output_tokens=len(words)))
+        # Input tokens: the newest message's words only, so a turn costs the same at any history length.
+        newest = request.messages[-1].text if request.messages else ""
+        yield UsageEvent(p.Usage(input_tokens=len(newest.split()), output_tokens=len(words)))
         yield Finish("stop")

@@ -182,7 +182,15 @@ class ChatdProtocol(JsonRPCProtocol):
         if self.conn.shut_down and method != p.SHUTDOWN:
             self._send_response(msg_id, ErrorReply(p.INVALID_REQUEST, "shutdown was requested: only exit is accepted"))
             return
-        self._handle_request(msg_id, method, params)
+        handler = self.conn.handlers.get(method)
+        if handler is None:
+            self._send_response(msg_id, ErrorReply(p.METHOD_NOT_FOUND, f"method not found: {method}"))
+        elif asyncio.iscoroutinefunction(handler):
+            self._handle_request(msg_id, method, params)  # pygls: a task, cancellable by $/cancelRequest
+        else:
+            # A sync handler cannot be cancelled; pygls would wrap its result in a concurrent Future and a
+            # callback (2.5x the cost of the call). Its errors are already ErrorReplies (handlers.bind).
+            self._send_response(msg_id, handler(params))
 
     def _receive_notification(self, method: str, params: Any) -> None:
         if method == p.CANCEL_REQUEST:
@@ -252,6 +260,7 @@ class Connection:
         self.closing = False
         self.shut_down = False  # after an LSP `shutdown`, only `exit` is accepted
         self.got_eof = False
+        self._pending_out: list[bytes] | None = None  # replies batched while one read is handled
         self.closed = asyncio.Event()
         self.initialized = False
         self.workspace: str | None = None  # named at initialize; confines the built-in file tools
@@ -281,21 +290,35 @@ class Connection:
         self._dispatch(self.decoder.feed(data))
 
     def _dispatch(self, items: list[bytes | p.FrameError]) -> None:
-        for item in items:
-            if type(item) is bytes:
-                self.protocol.receive(item)
-            else:
-                self.protocol._reply_error(None, p.INVALID_REQUEST if not item.fatal else p.PARSE_ERROR,
-                                           f"framing error: {item.message}")
-                if item.fatal:
-                    self.close()
-                    return
+        # Replies produced while handling one read go out in one write (one syscall, not one per reply).
+        self._pending_out = []
+        try:
+            for item in items:
+                if type(item) is bytes:
+                    self.protocol.receive(item)
+                else:
+                    self.protocol._reply_error(None, p.INVALID_REQUEST if not item.fatal else p.PARSE_ERROR,
+                                               f"framing error: {item.message}")
+                    if item.fatal:
+                        self._flush()
+                        self.close()
+                        return
+        finally:
+            self._flush()
+
+    def _flush(self) -> None:
+        out, self._pending_out = self._pending_out, None
+        if out and self._transport is not None and not self._transport.is_closing():
+            self._transport.write(b"".join(out))
 
     def write(self, body: bytes) -> None:
-        transport = self._transport
-        if transport is None or transport.is_closing():
+        framed = p.frame_line(body) if self.decoder.mode == "line" else p.frame_lsp(body)
+        if self._pending_out is not None:
+            self._pending_out.append(framed)
             return
-        transport.write(p.frame_line(body) if self.decoder.mode == "line" else p.frame_lsp(body))
+        transport = self._transport
+        if transport is not None and not transport.is_closing():
+            transport.write(framed)
 
     def notify(self, method: str, params: Any) -> None:
         self.protocol.notify(method, params)
