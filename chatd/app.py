@@ -11,7 +11,7 @@ import time
 from typing import Any, Mapping
 
 from chatd import protocol as p
-from chatd.config import load_config, make_http_client
+from chatd.config import LazyHttpClient, load_config
 from chatd.conversation import ConversationService
 from chatd.models import ModelRegistry
 from chatd.paths import Paths, ensure_private_dir
@@ -44,7 +44,7 @@ class Daemon:
         self.registry = ModelRegistry()
         for spec in self.config.models:
             self.registry.add(spec)
-        self.http = make_http_client(self.config.http)  # one pool shared by every provider
+        self.http = LazyHttpClient(self.config.http)  # one pool shared by every provider
         self.providers: dict[str, Any] = build_providers(self.config, self.http)
         self.tools = ToolRegistry()
         for tool in builtin_tools():

@@ -153,6 +153,7 @@ class AsyncClient:
             for future in self._pending.values():
                 if not future.done():
                     future.set_exception(ConnectionError("the daemon closed the connection"))
+                    future.exception()  # retrieved: a caller that never awaits it gets no warning
             self.notifications.put_nowait(("$/closed", None))
 
     def _dispatch(self, msg: dict[str, Any]) -> None:
