@@ -214,10 +214,15 @@ class Store:
         now = time.time()
         out: list[p.MessageOut] = []
         with self._transaction():
-            row = self._db.execute("SELECT last_seq FROM conversations WHERE id = ?", (conv_id,)).fetchone()
+            # One statement claims the seqs and bumps the counters (no read-then-write).
+            row = self._db.execute(
+                "UPDATE conversations SET last_seq = last_seq + ?, message_count = message_count + ?,"
+                " last_model = ?, updated_at = ? WHERE id = ? RETURNING last_seq",
+                (len(messages), len(messages), turn.model, now, conv_id),
+            ).fetchone()
             if row is None:
                 raise LookupError("conversation was deleted during the turn")
-            seq = row[0]
+            seq = row[0] - len(messages)
             self._db.execute(
                 "INSERT INTO turns (id, conversation_id, model, provider, attempts, usage, cost, finish_reason,"
                 " started_at, finished_at, latency_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -237,18 +242,14 @@ class Store:
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
-            self._db.execute(
-                "UPDATE conversations SET last_seq = ?, message_count = message_count + ?, last_model = ?,"
-                " updated_at = ? WHERE id = ?",
-                (seq, len(messages), turn.model, now, conv_id),
-            )
         return out
 
-    def turn(self, turn_id: str) -> dict[str, Any] | None:
+    def turn(self, conv_id: int, turn_id: str) -> dict[str, Any] | None:
+        """A turn's provenance: model, provider, attempts, usage, cost, finish reason, timing."""
         row = self._db.execute(
             "SELECT id, model, provider, attempts, usage, cost, finish_reason, started_at, finished_at, latency_ms"
-            " FROM turns WHERE id = ?",
-            (turn_id,),
+            " FROM turns WHERE conversation_id = ? AND id = ?",
+            (conv_id, turn_id),
         ).fetchone()
         if row is None:
             return None

@@ -1,0 +1,103 @@
+"""The store on a real SQLite file: atomic turns, seqs, migrations forward, provenance."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from chatd import protocol as p
+from chatd.store import NewMessage, Store, TurnRecord
+from chatd.store import schema
+
+
+def _turn(turn_id: str, model: str = "echo") -> TurnRecord:
+    return TurnRecord(id=turn_id, model=model, provider="echo", attempts=[p.Attempt(model=model, outcome="ok")],
+                      usage=p.Usage(input_tokens=3, output_tokens=5), cost=0.25, finish_reason="stop",
+                      started_at=10.0, finished_at=10.5)
+
+
+def _pair(text: str) -> list[NewMessage]:
+    return [NewMessage(role="user", parts=[p.TextPart(text)]),
+            NewMessage(role="assistant", parts=[p.TextPart("re: " + text)], model="echo")]
+
+
+def test_turns_commit_atomically_with_provenance(tmp_path):
+    store = Store(str(tmp_path / "chatd.db"))
+    conv = store.create("c")
+    stored = store.commit_turn(conv.id, _turn("t1"), _pair("one"))
+    assert [(m.seq, m.role, m.text) for m in stored] == [(1, "user", "one"), (2, "assistant", "re: one")]
+    store.commit_turn(conv.id, _turn("t2"), _pair("two"))
+    row = store.get("c")
+    assert (row.last_seq, row.message_count, row.last_model) == (4, 4, "echo")
+    prov = store.turn(conv.id, "t1")
+    assert prov["usage"]["outputTokens"] == 5 and prov["cost"] == 0.25 and prov["latencyMs"] == 500.0
+    assert prov["attempts"][0]["outcome"] == "ok"
+    # a failing insert inside the transaction leaves nothing behind (duplicate turn id)
+    with pytest.raises(sqlite3.IntegrityError):
+        store.commit_turn(conv.id, _turn("t2"), _pair("three"))
+    row = store.get("c")
+    assert (row.last_seq, row.message_count) == (4, 4)
+    assert [m.text for m in store.messages(conv.id)] == ["one", "re: one", "two", "re: two"]
+    with pytest.raises(LookupError):
+        store.commit_turn(9999, _turn("t9"), _pair("nowhere"))
+
+
+def test_clear_keeps_seq_counter_and_delete_cascades(tmp_path):
+    store = Store(str(tmp_path / "chatd.db"))
+    conv = store.create("c", system="sys")
+    store.commit_turn(conv.id, _turn("t1"), _pair("one"))
+    cleared = store.clear(conv.id)
+    assert (cleared.message_count, cleared.last_seq, cleared.system) == (0, 2, "sys")
+    again = store.commit_turn(conv.id, _turn("t2"), _pair("two"))
+    assert [m.seq for m in again] == [3, 4]
+    store.delete(conv.id)
+    db = sqlite3.connect(str(tmp_path / "chatd.db"))
+    assert db.execute("SELECT count(*) FROM messages").fetchone()[0] == 0
+    assert db.execute("SELECT count(*) FROM turns").fetchone()[0] == 0
+
+
+def test_schema_migrates_forward_keeping_data(tmp_path):
+    path = str(tmp_path / "old.db")
+    db = sqlite3.connect(path, isolation_level=None)
+    for statement in schema.MIGRATIONS[0].split(";"):
+        if statement.strip():
+            db.execute(statement)
+    db.execute("PRAGMA user_version = 1")
+    db.execute("INSERT INTO conversations (id, name, created_at, updated_at, last_seq, message_count)"
+               " VALUES (1, 'old', 1, 1, 2, 2)")
+    db.execute("INSERT INTO turns (id, conversation_id, model, started_at, finished_at, latency_ms)"
+               " VALUES ('t1', 1, 'echo', 1, 2, 1000)")
+    db.execute("INSERT INTO messages VALUES (1, 1, 'user', 'hi', '[{\"type\":\"text\",\"text\":\"hi\"}]',"
+               " NULL, 't1', 1)")
+    db.close()
+    store = Store(path)
+    assert store._db.execute("PRAGMA user_version").fetchone()[0] == schema.VERSION == 2
+    assert store.turn(1, "t1")["model"] == "echo"
+    assert store.messages(1)[0].parts == [p.TextPart("hi")]
+    stored = store.commit_turn(1, _turn("t2"), _pair("new"))
+    assert [m.seq for m in stored] == [3, 4]
+    assert store._db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_a_newer_schema_is_refused(tmp_path):
+    path = str(tmp_path / "new.db")
+    db = sqlite3.connect(path)
+    db.execute(f"PRAGMA user_version = {schema.VERSION + 1}")
+    db.close()
+    with pytest.raises(RuntimeError, match="newer than this chatd"):
+        Store(path)
+
+
+def test_append_reads_no_history(tmp_path):
+    """O(1) appends: a commit runs the same statements at 10 and at 2,000 messages."""
+    store = Store(str(tmp_path / "chatd.db"))
+    conv = store.create("long")
+    for i in range(1000):
+        store.commit_turn(conv.id, _turn(f"t{i}"), _pair(str(i)))
+    statements: list[str] = []
+    store._db.set_trace_callback(statements.append)
+    store.commit_turn(conv.id, _turn("last"), _pair("last"))
+    store._db.set_trace_callback(None)
+    assert not any("SELECT" in s and "FROM messages" in s for s in statements)
+    assert len(statements) == 6  # BEGIN, UPDATE ... RETURNING, INSERT turn, 2 x INSERT message, COMMIT
