@@ -20,6 +20,7 @@ from pygls.exceptions import JsonRpcException
 
 import chatd
 from chatd import protocol as p
+from chatd.batch import run_batch
 from chatd.conversation import info
 from chatd.errors import ChatdError, InvalidArgument
 from chatd.server.rpc import Connection, ErrorReply
@@ -265,3 +266,9 @@ def _client_runner(conn: Connection, name: str):
 
     return run
 
+
+# ---------------------------------------------------------------- batch
+@method(p.CHAT_BATCH, p.ChatBatchParams)
+async def chat_batch(conn: Connection, params: p.ChatBatchParams) -> p.ChatBatchResult:
+    """Many prompts, results in input order; `chat/batchProgress` goes to this connection only."""
+    return await run_batch(_daemon(conn).service, params, origin=conn, notify=conn.notify)
