@@ -279,15 +279,13 @@ export class ChatdClient {
   listModels(): Promise<ModelInfo[]> { return this.request<{ models: ModelInfo[] }>('models/list').then((r) => r.models); }
 
   dispose(): void {
-    if (!this.closed) {
-      try { this.conn.sendNotification('exit'); } catch { /* already gone */ }
-    }
     this.markClosed('closed by the client');
     this.conn.dispose();
-    this.socket?.destroy();
-    if (this.child && this.child.exitCode === null) {
-      this.child.stdin?.end();
-      this.child.kill('SIGTERM'); // the relay only: the daemon and its turns go on for other clients
+    // End our side only: the daemon, and any turn we started, go on for other clients.
+    this.socket?.on('error', () => undefined).end();
+    if (this.child) {
+      this.child.stdin?.on('error', () => undefined).end(); // the relay exits on EOF
+      if (this.child.exitCode === null) this.child.kill('SIGTERM');
     }
   }
 
