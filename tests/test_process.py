@@ -168,17 +168,22 @@ def _lsp(msg: dict) -> bytes:
     return p.frame_lsp(p.encode(msg))
 
 
+_readers: dict[int, tuple[p.FrameDecoder, list[bytes]]] = {}
+
+
 def _read_lsp(stream, want_id):
-    decoder = p.FrameDecoder(lsp_only=True)
+    """Messages from a stdio stream until the reply to `want_id`; frames read past it wait for the next call."""
+    decoder, backlog = _readers.setdefault(stream.fileno(), (p.FrameDecoder(lsp_only=True), []))
     seen = []
     while True:
-        data = os.read(stream.fileno(), 65536)
-        assert data, f"stream ended before reply {want_id}; saw {seen}"
-        for body in decoder.feed(data):
-            msg = json.loads(body)
+        while backlog:
+            msg = json.loads(backlog.pop(0))
             seen.append(msg)
             if msg.get("id") == want_id and "method" not in msg:
                 return msg, seen
+        data = os.read(stream.fileno(), 65536)
+        assert data, f"stream ended before reply {want_id}; saw {seen}"
+        backlog.extend(body for body in decoder.feed(data) if type(body) is bytes)
 
 
 def test_stdio_bridge_shares_the_daemon_with_a_socket_client(daemon):
@@ -208,6 +213,7 @@ def test_stdio_bridge_shares_the_daemon_with_a_socket_client(daemon):
         status = Client(daemon.socket).request("daemon/status")
         assert status["pid"] == daemon.proc.pid  # the bridge used the running daemon
     finally:
+        _readers.pop(bridge.stdout.fileno(), None)
         bridge.stdin.close()
         assert bridge.wait(10) == 0
 
@@ -231,6 +237,7 @@ def test_two_stdio_bridges_started_at_once_leave_one_daemon(tmp_path):
         os.kill(pids[0], 0)
     finally:
         for b in bridges:
+            _readers.pop(b.stdout.fileno(), None)
             b.stdin.close()
             b.wait(10)
         Client(d.socket).request("daemon/shutdown")
@@ -251,6 +258,7 @@ def test_stdio_standalone_runs_the_engine_on_the_same_store(daemon):
         status, _ = _read_lsp(solo.stdout, 2)
         assert status["result"]["pid"] == solo.pid and status["result"]["socketPath"] is None
     finally:
+        _readers.pop(solo.stdout.fileno(), None)
         solo.stdin.close()
         assert solo.wait(10) == 0
     # the daemon picks up the standalone engine's turn before its own next one
