@@ -28,6 +28,8 @@ from chatd.tools.sources import ToolSources
 
 log = logging.getLogger("chatd")
 
+LOCAL_PROBE_TTL = 5.0
+
 
 class Daemon:
     def __init__(self, paths: Paths, *, seed: int | None = None, env: Mapping[str, str] | None = None) -> None:
@@ -60,6 +62,7 @@ class Daemon:
                                            tools=self.tools, tool_rules=self.config.tools.policy)
         self.connections: set[Connection] = set()
         self._keys: dict[str, bool] | None = None
+        self._probed_at = -LOCAL_PROBE_TTL
         self._stop = asyncio.Event()
 
     # ------------------------------------------------------------ connections
@@ -96,6 +99,26 @@ class Daemon:
         if self._keys is None:
             self._keys = {"echo": True, **{name: ep.usable for name, ep in self.config.endpoints.items()}}
         return self._keys
+
+    async def discover_local_models(self) -> None:
+        """Ask the keyless local servers (Ollama, vLLM, llama.cpp, LM Studio, on their configured or
+        default ports) for their models, at most every LOCAL_PROBE_TTL seconds; each model found joins
+        the registry as `<server>/<model id>`, usable like any other."""
+        from chatd.providers.base import ModelSpec
+        from chatd.providers.compat import probe_local
+
+        now = time.monotonic()
+        if now - self._probed_at < LOCAL_PROBE_TTL:
+            return
+        self._probed_at = now
+        bases = {n: ep.base_url for n, ep in self.config.endpoints.items() if ep.local}
+        found = await probe_local(self.http, bases)
+        for server, ids in found.items():
+            for model_id in ids:
+                name = f"{server}/{model_id}"
+                if name not in self.registry:
+                    self.registry.add(ModelSpec(name=name, provider=server, api_model=model_id,
+                                                capabilities=("streaming", "local")))
 
     def models_out(self) -> list[p.ModelOut]:
         keys = self.provider_keys()

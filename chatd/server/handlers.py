@@ -139,7 +139,8 @@ async def daemon_reload(conn: Connection, params: Any) -> dict[str, Any]:
 
 
 @method(p.MODELS_LIST)
-def models_list(conn: Connection, params: Any) -> p.ModelsListResult:
+async def models_list(conn: Connection, params: Any) -> p.ModelsListResult:
+    await _daemon(conn).discover_local_models()
     return p.ModelsListResult(models=_daemon(conn).models_out())
 
 

@@ -183,6 +183,8 @@ class ChatdProtocol(JsonRPCProtocol):
             self._send_response(msg_id, ErrorReply(p.INVALID_REQUEST, "shutdown was requested: only exit is accepted"))
             return
         handler = self.conn.handlers.get(method)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s: request %r %s", self.conn.name, msg_id, method[:100])  # never params: prompts
         if handler is None:
             self._send_response(msg_id, ErrorReply(p.METHOD_NOT_FOUND, f"method not found: {method}"))
         elif asyncio.iscoroutinefunction(handler):
