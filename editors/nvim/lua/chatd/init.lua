@@ -252,26 +252,30 @@ function M.statusline()
 end
 
 -- ---------------------------------------------------------------- :Chatd
+-- names may contain spaces: a subcommand's words are joined
 H.subcommands = {
-  open = function(a) M.open(a.args[1]) end,
-  new = function(a) M.new(a.args[1]) end,
-  send = function(a) M.send(table.concat(a.args, ' '), a.range) end,
+  open = function(a) M.open(a.text) end,
+  new = function(a) M.new(a.text) end,
+  send = function(a) M.send(a.text, a.range) end,
   add = function(a) M.add(a.range or { vim.fn.line('.'), vim.fn.line('.') }) end,
   cancel = function() M.cancel() end,
-  model = function(a) M.model(a.args[1]) end,
-  fork = function(a) M.fork(a.args[1]) end,
+  model = function(a) M.model(a.text) end,
+  fork = function(a) M.fork(a.text) end,
   clear = function() M.clear() end,
-  rename = function(a) M.rename(table.concat(a.args, ' ')) end,
-  delete = function(a) M.delete(a.args[1], a.bang) end,
+  rename = function(a) M.rename(a.text) end,
+  delete = function(a) M.delete(a.text, a.bang) end,
 }
 
 function M.command(opts)
   H.ensure()
   local args = opts.fargs
   local sub = table.remove(args, 1) or 'open'
+  local bang = opts.bang
+  if sub:sub(-1) == '!' then sub, bang = sub:sub(1, -2), true end -- `:Chatd delete! name` works too
   local fn = H.subcommands[sub]
   if not fn then return vim.notify('chatd: unknown subcommand ' .. sub, vim.log.levels.ERROR) end
-  fn({ args = args, bang = opts.bang, range = opts.range > 0 and { opts.line1, opts.line2 } or nil })
+  fn({ args = args, text = table.concat(args, ' '), bang = bang,
+    range = opts.range > 0 and { opts.line1, opts.line2 } or nil })
 end
 
 H.name_args = { open = true, delete = true }
