@@ -146,12 +146,14 @@ class Daemon:
         from chatd.config import load_config
 
         config = load_config(self.paths, self.env)
+        router_config, router_warnings = RouterConfig.load(self.paths.config_file)
+        self.router.configure(router_config)
         self.config.tools = config.tools
         self.service.tool_rules = config.tools.policy
         await self.tools_loaded()
         self._tools_loading = asyncio.ensure_future(self.tool_sources.reload(config.tools))
         errors = await self._tools_loading
-        return [*config.warnings, *errors]
+        return [*config.warnings, *router_warnings, *errors]
 
     async def serve_unix(self, ready_fd: int | None = None) -> None:
         lock_fd = acquire_lock(self.paths)

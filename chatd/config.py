@@ -211,7 +211,7 @@ def _family_endpoint(fam: Family, env: Mapping[str, str]) -> Endpoint:
 
 
 # ---------------------------------------------------------------- config.toml
-_TOP = {"default-models", "http", "providers", "models", "tools"}
+_TOP = {"default-models", "http", "providers", "models", "tools", "routing"}  # [routing]: RouterConfig.load
 _HTTP = {"connect-timeout": "connect_timeout", "read-timeout": "read_timeout", "write-timeout": "write_timeout",
          "pool-timeout": "pool_timeout", "transport": "transport"}
 _PROVIDER = {"kind", "base-url", "api-key", "api-key-env", "api-key-cmd", "headers", "system-role",

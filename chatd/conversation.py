@@ -30,6 +30,7 @@ from chatd.providers.base import (
     Finish, ModelSpec, Provider, ProviderError, ProviderRequest, TextDelta, ThinkingEvent, ToolCallEvent,
     ToolSpec, UsageEvent, cost_of,
 )
+from chatd.ratelimit import estimate_chars
 from chatd.routing import LAST, AllModelsFailed, Router, StallGuard
 from chatd.store import Conversation, NewMessage, Store, TurnRecord
 from chatd.store.sqlite import text_of
@@ -52,15 +53,25 @@ class EventSink(Approver, Protocol):
 class _State:
     """An active conversation's row and its history, kept in memory between turns."""
 
-    __slots__ = ("conv", "messages", "lock", "task", "streaming")
+    __slots__ = ("conv", "messages", "chars", "lock", "task", "streaming")
 
     def __init__(self, conv: Conversation, messages: list[p.MessageOut]) -> None:
         self.conv = conv
-        self.messages = messages
+        self.messages: list[p.MessageOut] = []
+        self.chars = 0  # total text length of `messages`, for O(1) request-size estimates
+        self.set_messages(messages)
         self.lock = asyncio.Lock()
         self.task: asyncio.Task | None = None
         # the running turn: (turn id, user message, model, reply chunks so far)
         self.streaming: tuple[str, p.MessageOut, str, list[str]] | None = None
+
+    def set_messages(self, messages: list[p.MessageOut]) -> None:
+        self.messages = messages
+        self.chars = sum(len(m.text) for m in messages)
+
+    def add_messages(self, messages: list[p.MessageOut]) -> None:
+        self.messages.extend(messages)
+        self.chars += sum(len(m.text) for m in messages)
 
 
 def info(conv: Conversation) -> p.ConversationInfo:
@@ -273,7 +284,7 @@ class ConversationService:
             for round_no in range(1, max_rounds + 1):
                 model, reply = await self.router.run(
                     plan, lambda name: self._stream_once(state, turn, name), turn.on_failure(self.events),
-                    turn.attempts)
+                    turn.attempts, tokens=self._estimate(state, turn), usage=_tokens_used)
                 turn.add_reply(self.registry.get(model), reply)
                 plan = [model] + [m for m in plan if m != model]  # the rest of the turn stays on it
                 calls = [x for x in reply.parts if isinstance(x, p.ToolCallPart)]
@@ -298,6 +309,14 @@ class ConversationService:
             raise
         finally:
             state.streaming = None
+
+    @staticmethod
+    def _estimate(state: _State, turn: "_Turn") -> int:
+        """The request's tokens for the rate limiter, in O(1): corrected by the usage reported after."""
+        pending = sum(len(m.text) for m in turn.pending_out())
+        chars = state.chars + len(turn.user.text) + len(turn.conv.system or "") + pending
+        return estimate_chars(chars, len(state.messages) + 1 + len(turn.pending),
+                              turn.options.get("maxNewTokens"))
 
     def _options(self, conv: Conversation, params: p.ChatSendParams) -> dict[str, Any]:
         options = {**conv.params, **(params.params or {})}
@@ -353,7 +372,7 @@ class ConversationService:
                                                               *turn.pending])
         except LookupError:
             raise TurnFailed(f"conversation {conv.name!r} was deleted during the turn") from None
-        state.messages.extend(stored)
+        state.add_messages(stored)
         state.conv = msgspec.structs.replace(conv, last_seq=stored[-1].seq, last_model=spec.name,
                                              message_count=conv.message_count + len(stored), updated_at=finished)
         self.events.publish(conv.id, p.CONVERSATION_CHANGED, p.ConversationChanged(
@@ -382,9 +401,9 @@ class ConversationService:
         if current is None:
             raise ConversationNotFound(state.conv.name)
         if current.message_count < state.conv.message_count:  # cleared elsewhere
-            state.messages = self.store.messages(current.id)
+            state.set_messages(self.store.messages(current.id))
         elif current.last_seq != state.conv.last_seq:
-            state.messages.extend(self.store.messages(current.id, state.conv.last_seq))
+            state.add_messages(self.store.messages(current.id, state.conv.last_seq))
         state.conv = current
         return state
 
@@ -403,7 +422,7 @@ class ConversationService:
             del self._states[conv_id]
         elif state is not None:
             state.conv = self.store.get_by_id(conv_id) or state.conv
-            state.messages = self.store.messages(conv_id) if state.conv else []
+            state.set_messages(self.store.messages(conv_id) if state.conv else [])
 
     def _cancel_running(self, conv_id: int) -> bool:
         state = self._states.get(conv_id)
@@ -411,6 +430,10 @@ class ConversationService:
             state.task.cancel()
             return True
         return False
+
+
+def _tokens_used(reply: "_Reply") -> int:
+    return reply.usage.input_tokens + reply.usage.output_tokens
 
 
 class _Reply:

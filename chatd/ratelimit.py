@@ -214,5 +214,9 @@ class Limits:
 def estimate_tokens(texts: Iterable[str], messages: int = 1, max_new_tokens: int | None = None) -> int:
     """A provider-neutral first guess at a request's tokens: characters / 4 plus a little per message,
     plus the expected output (maxNewTokens if given, else 256). `Permit.settle` corrects it."""
-    chars = sum(len(t) for t in texts)
+    return estimate_chars(sum(len(t) for t in texts), messages, max_new_tokens)
+
+
+def estimate_chars(chars: int, messages: int = 1, max_new_tokens: int | None = None) -> int:
+    """`estimate_tokens` from a character count the caller keeps (a turn must not re-read its history)."""
     return math.ceil(chars / 4) + 4 * messages + (max_new_tokens if max_new_tokens else 256)

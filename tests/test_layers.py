@@ -17,13 +17,13 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
                               "chatd.providers.anthropic", "chatd.providers.gemini", "platformdirs"),
     "chatd/routing.py": ("pygls", "lsprotocol", "httpx", "chatd.server", "chatd.store"),
     "chatd/store/": ("pygls", "lsprotocol", "httpx", "chatd.providers", "chatd.server", "chatd.conversation",
-                     "chatd.tools"),
+                     "chatd.tools."),
     "chatd/providers/": ("pygls", "lsprotocol", "chatd.config", "chatd.store", "chatd.server",
-                         "chatd.conversation", "chatd.tools", "chatd.paths", "platformdirs", "os.environ"),
+                         "chatd.conversation", "chatd.tools.", "chatd.paths", "platformdirs", "os.environ"),
     "chatd/tools/": ("chatd.providers", "chatd.server"),
     "chatd/server/": ("httpx", "chatd.providers.openai", "chatd.providers.anthropic", "chatd.providers.gemini"),
     "clients/python/": ("pygls", "lsprotocol", "httpx", "chatd.server", "chatd.conversation", "chatd.store",
-                        "chatd.providers", "chatd.app", "chatd.routing", "chatd.models", "chatd.tools",
+                        "chatd.providers", "chatd.app", "chatd.routing", "chatd.models", "chatd.tools.",
                         "chatd.config", "platformdirs"),
 }
 PLATFORMDIRS_OWNER = "chatd/paths.py"
@@ -53,8 +53,8 @@ def _violations() -> list[str]:
             if not rel.startswith(prefix):
                 continue
             for name in imports:
-                for b in banned:  # a rule is a prefix: "chatd.providers.openai" covers openai_chat too
-                    if name.startswith(b):
+                for b in banned:  # a prefix: "chatd.providers.openai" covers openai_chat; "x." covers x too
+                    if name.startswith(b) or name == b.rstrip("."):
                         found.append(f"{rel} imports {name} (rule: {prefix} must not import {b})")
         if rel != PLATFORMDIRS_OWNER and any(n.split(".")[0] == "platformdirs" for n in imports):
             found.append(f"{rel} imports platformdirs (only {PLATFORMDIRS_OWNER} may)")
