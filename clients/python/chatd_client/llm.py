@@ -10,34 +10,29 @@ Where a conversation's history goes:
   `.messages` and sends the last user message as the next turn, stored and shared like any other.
 - local, text only, no tools, and the daemon serves `chat/batch`: the whole transcript goes inline in a
   stateless prompt; nothing is stored.
-- otherwise local: a *shadow*, a daemon-side conversation named `.chatd_client/<pid>/<id>` that mirrors
-  the script's conversation. Each call sends only the new user message to it; when the local history
-  no longer extends the shadow's (edited, or started elsewhere), a new shadow starts, seeded with the
-  earlier turns as a transcript in its system prompt (lossy: the daemon has no way yet to load a
-  history). Shadows are deleted when their conversation is garbage, on `close()`, at exit, and (left by
-  a crashed process) by the next client.
+- otherwise local (tools, or tool history): a *shadow*, a hidden daemon-side copy that each call sends
+  only the new user message to; see shadows.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import atexit
-import os
 import random
-import uuid
 import weakref
 from typing import Any, Sequence
 
 import msgspec
 
 from chatd import protocol as p
-from chatd_client.connection import Client, RpcError
+from chatd_client.connection import RpcError
 from chatd_client.conversation import Conversation, Message, Text, Thinking
+from chatd_client import shadows
 from chatd_client.daemon import DaemonUnavailable, ensure_daemon
 from chatd_client.session import LoopThread, Session
 from chatd_client.tool import Tool, as_tool
 
-SHADOW_PREFIX = ".chatd_client/"
+SHADOW_PREFIX = shadows.PREFIX
 
 
 class Usage(p.Usage):
@@ -105,37 +100,7 @@ class APIResponse:
         return f"APIResponse(model={self.model_internal!r}, completion={(self.completion or '')[:60]!r})"
 
 
-class _Shadow:
-    """A daemon-side conversation mirroring one local Conversation (see the module docstring)."""
-
-    __slots__ = ("name", "conv", "system", "fingerprints", "last_seq", "last_model")
-
-    def __init__(self, name: str, conv: Conversation, system: str | None) -> None:
-        self.name = name
-        self.conv = weakref.ref(conv)
-        self.system = system
-        self.fingerprints: list[tuple[Any, ...]] = []  # of the local messages the shadow holds
-        self.last_seq = 0
-        self.last_model: str | None = None
-
-
-_LIVE: dict[str, set[str]] = {}  # socket -> shadow names to delete at exit
-_SWEPT: set[str] = set()  # sockets whose stale shadows this process has cleared
 _CLIENTS: "weakref.WeakSet[LLMClient]" = weakref.WeakSet()
-
-
-def _delete(socket: str, names: list[str]) -> None:
-    """Delete conversations with a blocking connection (at exit no event loop may be left to use)."""
-    try:
-        with Client(socket, timeout=5) as c:
-            for name in names:
-                try:
-                    c.request(p.CONVERSATION_DELETE, {"name": name})
-                except RpcError:
-                    pass
-                _LIVE.get(socket, set()).discard(name)
-    except OSError:
-        pass
 
 
 @atexit.register
@@ -145,9 +110,7 @@ def _at_exit() -> None:  # runs before the interpreter stops the sync API's daem
             client.close()
         except Exception:
             pass
-    for socket, names in list(_LIVE.items()):
-        if names:
-            _delete(socket, list(names))
+    shadows.delete_live()
 
 
 class LLMClient:
@@ -169,7 +132,7 @@ class LLMClient:
         self.params = params  # per-request model options (e.g. the echo model's echoDelayMs)
         self._socket = socket
         self._sessions: dict[asyncio.AbstractEventLoop, Session] = {}
-        self._shadows: dict[int, _Shadow] = {}
+        self._shadows = shadows.Shadows()
         self._sync: LoopThread | None = None
         self.use_batch = True  # stateless chat/batch for text-only local prompts, when the daemon has it
         _CLIENTS.add(self)
@@ -192,7 +155,7 @@ class LLMClient:
                 conv = Conversation().user(prompt) if isinstance(prompt, str) else prompt
                 response = await self._turn(conv, tool_list, max_rounds, "weighted", agent=bool(tool_list))
                 if isinstance(prompt, str):
-                    await self._forget(conv)
+                    await self._shadows.forget(await self._session(), self.socket(), conv)
                 return response
 
         return list(await asyncio.gather(*(one(x) for x in prompts)))
@@ -229,8 +192,7 @@ class LLMClient:
         """Delete this client's shadows and close its connection on this loop."""
         try:
             session = await self._session()
-            for shadow in list(self._shadows.values()):
-                await self._drop(session, shadow)
+            await self._shadows.drop_all(session, self.socket())
         except (OSError, DaemonUnavailable):
             pass
         for loop, session in list(self._sessions.items()):
@@ -247,10 +209,8 @@ class LLMClient:
                 pass
             self._sync.stop()
             self._sync = None
-        names = [s.name for s in self._shadows.values()]
-        self._shadows.clear()
-        if names and self._socket is not None:
-            _delete(self._socket, names)
+        if self._shadows and self._socket is not None:
+            self._shadows.delete_now(self._socket)
 
     # ------------------------------------------------------------ plumbing
     def _run_sync(self, coro: Any) -> Any:
@@ -272,9 +232,7 @@ class LLMClient:
         if session is None:
             socket = self.socket()
             session = self._sessions[loop] = await Session.open(socket)
-            if socket not in _SWEPT:
-                _SWEPT.add(socket)
-                await _sweep_stale_shadows(session)
+            await shadows.sweep_stale(session, socket)
         return session
 
     async def _turn(self, conv: Conversation, tools: list[Tool | str], max_rounds: int | None, prefer: str,
@@ -286,7 +244,6 @@ class LLMClient:
             if not tools and self.use_batch and p.CHAT_BATCH in session.methods and _inline_ok(conv):
                 prefer_model = self._prefer(prefer, conv.model_used, None, daemon_weights=True)
                 return (await self._batch(session, [conv], prefer_model))[0]
-            await self._collect_garbage(session)
             await session.register([t for t in tools if isinstance(t, Tool)])
             params = self._send_params(tools, max_rounds)
             if conv.name is not None:
@@ -367,12 +324,13 @@ class LLMClient:
         system = conv.system_prompt
         rest = [m for m in conv.messages if m.role != "system"]
         history, user = rest[:-1], rest[-1]
-        prints = [m.fingerprint() for m in history]
-        shadow = self._shadows.get(id(conv))
-        if shadow is None or shadow.conv() is not conv or shadow.system != system or shadow.fingerprints != prints:
-            if shadow is not None:
-                await self._drop(session, shadow)
-            shadow = await self._new_shadow(session, conv, system, history)
+        create: dict[str, Any] = {}
+        if self.models is not None:
+            create["models"] = self.models
+            if self.model_weights is not None:
+                create["modelWeights"] = self.model_weights
+        shadow = await self._shadows.for_turn(session, self.socket(), conv, system, history, create)
+        prints = shadow.fingerprints
         send = {"conversation": shadow.name, "parts": _wire_parts(user), **params,
                 "preferModel": self._prefer(prefer, conv.model_used, shadow.last_model, daemon_weights=True)}
         result = await session.request(p.CHAT_SEND, send)
@@ -390,46 +348,6 @@ class LLMClient:
         shadow.fingerprints = prints + [user.fingerprint()] + [m.fingerprint() for m in replies]
         shadow.last_seq, shadow.last_model = seq, response.model_internal
         return response
-
-    async def _new_shadow(self, session: Session, conv: Conversation, system: str | None,
-                          history: list[Message]) -> _Shadow:
-        shadow = _Shadow(f"{SHADOW_PREFIX}{os.getpid()}/{uuid.uuid4().hex[:12]}", conv, system)
-        shadow.fingerprints = [m.fingerprint() for m in history]
-        seeded = system
-        if history:  # the daemon cannot load a history yet: replay it as a transcript (see module doc)
-            transcript = "\n".join(f"{m.role}: {m.completion or _describe(m)}" for m in history)
-            seeded = ((system + "\n\n") if system else "") + \
-                f"The conversation so far (the latest user message follows):\n{transcript}"
-        create: dict[str, Any] = {"name": shadow.name}
-        if seeded:
-            create["system"] = seeded
-        if self.models is not None:
-            create["models"] = self.models
-            if self.model_weights is not None:
-                create["modelWeights"] = self.model_weights
-        await session.request(p.CONVERSATION_CREATE, create)
-        self._shadows[id(conv)] = shadow
-        _LIVE.setdefault(self.socket(), set()).add(shadow.name)
-        return shadow
-
-    async def _drop(self, session: Session, shadow: _Shadow) -> None:
-        for key, value in list(self._shadows.items()):
-            if value is shadow:
-                del self._shadows[key]
-        _LIVE.get(self.socket(), set()).discard(shadow.name)
-        try:
-            await session.request(p.CONVERSATION_DELETE, {"name": shadow.name})
-        except RpcError:
-            pass
-
-    async def _forget(self, conv: Conversation) -> None:
-        shadow = self._shadows.get(id(conv))
-        if shadow is not None and shadow.conv() is conv:
-            await self._drop(await self._session(), shadow)
-
-    async def _collect_garbage(self, session: Session) -> None:
-        for shadow in [s for s in self._shadows.values() if s.conv() is None]:
-            await self._drop(session, shadow)
 
     # ------------------------------------------------------------ stateless batches
     async def _batch(self, session: Session, prompts: Sequence[str | Conversation],
@@ -482,43 +400,8 @@ def _wire_parts(message: Message) -> list[Any]:
     return msgspec.to_builtins([x for x in message.parts if type(x) is not Thinking])
 
 
-def _describe(message: Message) -> str:
-    calls = [f"{c.name}({msgspec.json.encode(c.arguments).decode()})" for c in message.tool_calls]
-    results = [f"{r.name} -> {r.output}" for r in message.tool_results]
-    return "; ".join(calls + results) or "[no text]"
-
-
 def _running_loop() -> asyncio.AbstractEventLoop | None:
     try:
         return asyncio.get_running_loop()
     except RuntimeError:
         return None
-
-
-async def _sweep_stale_shadows(session: Session) -> None:
-    """Delete shadows left by processes that died before they could (a crash, a kill -9)."""
-    try:
-        found = await session.request(p.CONVERSATION_LIST, {"query": SHADOW_PREFIX, "limit": 1000})
-    except RpcError:
-        return
-    for info in found.get("conversations", ()):
-        name = info["name"]
-        if not name.startswith(SHADOW_PREFIX):
-            continue
-        pid = name[len(SHADOW_PREFIX):].split("/", 1)[0]
-        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
-            try:
-                await session.request(p.CONVERSATION_DELETE, {"name": name})
-            except RpcError:
-                pass
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
