@@ -44,6 +44,7 @@ import httpx
 
 from chatd.models import BUILTIN
 from chatd.tools.sources import ToolsConfig
+from chatd.context import ContextSettings
 from chatd.providers.base import ModelSpec
 from chatd.providers.compat import FAMILIES, Family, ollama_base
 from chatd.providers.openai_chat import COMPAT, Dialect
@@ -157,6 +158,7 @@ class Config:
     default_models: list[str] | None = None
     http: HttpSettings = field(default_factory=HttpSettings)
     tools: ToolsConfig = field(default_factory=ToolsConfig)
+    context: ContextSettings = field(default_factory=ContextSettings)  # [context]: chatd/context.py
     warnings: list[str] = field(default_factory=list)
 
     def secrets(self) -> list[str]:
@@ -211,7 +213,7 @@ def _family_endpoint(fam: Family, env: Mapping[str, str]) -> Endpoint:
 
 
 # ---------------------------------------------------------------- config.toml
-_TOP = {"default-models", "http", "providers", "models", "tools", "routing"}  # [routing]: RouterConfig.load
+_TOP = {"default-models", "http", "providers", "models", "tools", "routing", "context"}  # [routing]: RouterConfig.load
 _HTTP = {"connect-timeout": "connect_timeout", "read-timeout": "read_timeout", "write-timeout": "write_timeout",
          "pool-timeout": "pool_timeout", "transport": "transport"}
 _PROVIDER = {"kind", "base-url", "api-key", "api-key-env", "api-key-cmd", "headers", "system-role",
@@ -312,6 +314,7 @@ class _Apply:
                 self.warn((), "default-models", "must be a non-empty list of model names")
         self.http(data.get("http"))
         self.tools(data.get("tools"))
+        self.context(data.get("context"))
         providers = data.get("providers", {})
         if isinstance(providers, dict):
             for name, table in providers.items():
@@ -334,6 +337,17 @@ class _Apply:
             path = str(err).rpartition("at `$")[2].rstrip("`").strip(".").replace("[", ".").replace("]", "")
             keys = tuple(k for k in path.split(".") if k)
             self.warn(("tools", *keys[:-1]), keys[-1] if keys else None, f"{err}; [tools] is ignored")
+
+    def context(self, table: Any) -> None:
+        """[context]: window fitting, summaries and budgets; a bad value warns and keeps the defaults."""
+        if table is None:
+            return
+        try:
+            self.config.context = msgspec.convert(table, ContextSettings)
+        except msgspec.ValidationError as err:
+            path = str(err).rpartition("at `$")[2].rstrip("`").strip(".").replace("[", ".").replace("]", "")
+            keys = tuple(k for k in path.split(".") if k)
+            self.warn(("context", *keys[:-1]), keys[-1] if keys else None, f"{err}; [context] is ignored")
 
     def http(self, table: Any) -> None:
         if table is None:

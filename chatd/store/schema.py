@@ -73,6 +73,56 @@ MIGRATIONS: list[str] = [
     DROP TABLE turns;
     ALTER TABLE turns_v2 RENAME TO turns;
     """,
+    # 3: full-text search over message text (FTS5; rowid = conversation id << 32 | seq), kept in step
+    # with every write to messages by triggers (commits, clears, deletes, forks) and built here for the
+    # messages already stored; compactions (summaries sent instead of older turns, which stay stored);
+    # a spend ledger written by a trigger on each committed turn, kept when a conversation is cleared,
+    # and moved to conversation 0 when it is deleted (so daily totals survive, and a reused id starts at 0).
+    """
+    CREATE VIRTUAL TABLE message_fts USING fts5(text, tokenize = 'unicode61 remove_diacritics 2');
+    INSERT INTO message_fts (rowid, text)
+        SELECT (conversation_id << 32) + seq, text FROM messages WHERE text != '';
+    CREATE TRIGGER message_fts_insert AFTER INSERT ON messages WHEN NEW.text != '' BEGIN
+        INSERT INTO message_fts (rowid, text) VALUES ((NEW.conversation_id << 32) + NEW.seq, NEW.text);
+    END;
+    CREATE TRIGGER message_fts_delete AFTER DELETE ON messages BEGIN
+        DELETE FROM message_fts WHERE rowid = (OLD.conversation_id << 32) + OLD.seq;
+    END;
+    CREATE TABLE compactions (
+        conversation_id INTEGER NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+        id INTEGER NOT NULL,
+        upto_seq INTEGER NOT NULL,
+        summary TEXT NOT NULL,
+        model TEXT,
+        tokens_before INTEGER NOT NULL DEFAULT 0,
+        tokens_after INTEGER NOT NULL DEFAULT 0,
+        created_at REAL NOT NULL,
+        PRIMARY KEY (conversation_id, id)
+    ) WITHOUT ROWID;
+    CREATE TRIGGER compactions_clear AFTER UPDATE OF message_count ON conversations
+        WHEN NEW.message_count = 0 AND OLD.message_count != 0 BEGIN
+        DELETE FROM compactions WHERE conversation_id = NEW.id;
+    END;
+    CREATE TABLE spend (
+        conversation_id INTEGER NOT NULL,
+        day TEXT NOT NULL,
+        tokens INTEGER NOT NULL,
+        cost REAL NOT NULL
+    );
+    CREATE INDEX spend_by_conversation ON spend(conversation_id);
+    CREATE INDEX spend_by_day ON spend(day);
+    INSERT INTO spend SELECT conversation_id, date(finished_at, 'unixepoch'),
+        coalesce(json_extract(usage, '$.inputTokens'), 0) + coalesce(json_extract(usage, '$.outputTokens'), 0), cost
+        FROM turns;
+    CREATE TRIGGER spend_turn AFTER INSERT ON turns BEGIN
+        INSERT INTO spend VALUES (NEW.conversation_id, date(NEW.finished_at, 'unixepoch'),
+            coalesce(json_extract(NEW.usage, '$.inputTokens'), 0) + coalesce(json_extract(NEW.usage, '$.outputTokens'), 0),
+            NEW.cost);
+    END;
+    CREATE TRIGGER spend_forget AFTER DELETE ON conversations BEGIN
+        UPDATE spend SET conversation_id = 0 WHERE conversation_id = OLD.id;
+    END;
+    """,
 ]
 
 VERSION = len(MIGRATIONS)
@@ -86,12 +136,23 @@ def migrate(db: sqlite3.Connection) -> int:
     for version in range(found + 1, VERSION + 1):
         db.execute("BEGIN IMMEDIATE")
         try:
-            for statement in MIGRATIONS[version - 1].split(";"):
-                if statement.strip():
-                    db.execute(statement)
+            for statement in _statements(MIGRATIONS[version - 1]):
+                db.execute(statement)
             db.execute(f"PRAGMA user_version = {version}")
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
             raise
     return found
+
+
+def _statements(script: str) -> list[str]:
+    """Split a migration into statements; a trigger body's `;` does not end its CREATE TRIGGER."""
+    out, buf = [], ""
+    for piece in script.split(";"):
+        buf += piece + ";"
+        if sqlite3.complete_statement(buf):
+            if buf.strip(" \n;"):
+                out.append(buf)
+            buf = ""
+    return out
