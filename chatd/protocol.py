@@ -50,6 +50,12 @@ CONVERSATION_CHANGED = "conversation/changed"
 CHAT_TOOL_CALL = "chat/toolCall"
 CHAT_TOOL_RESULT = "chat/toolResult"
 CHAT_BATCH_PROGRESS = "chat/batchProgress"
+# context windows, budgets and search (chatd/context.py, chatd/windowing.py)
+CHAT_ESTIMATE = "chat/estimate"
+CONVERSATION_COMPACT = "conversation/compact"
+CONVERSATION_SEARCH = "conversation/search"
+CHAT_CONTEXT_FITTED = "chat/contextFitted"
+CHAT_BUDGET_WARNING = "chat/budgetWarning"
 
 # ---------------------------------------------------------------- error codes
 PARSE_ERROR = -32700
@@ -244,6 +250,7 @@ class ConversationGetResult(_Out):
     conversation: ConversationInfo
     messages: list[MessageOut]
     active_turn: ActiveTurn | None = None
+    context: "ContextInfo | None" = None  # tokens used, context fill, cost so far (conversation/get)
 
 
 class ConversationListResult(_Out):
@@ -470,6 +477,112 @@ class BatchProgress(_Out):
     done: int
     failed: int
     total: int
+
+
+# ---------------------------------------------------------------- context windows, budgets, search
+class ContextInfo(_Out):
+    """What `conversation/get` reports about size and spending."""
+
+    model: str  # the model the next send would most likely use
+    tokens: int  # estimated input tokens of the next request (after any compaction), without a new message
+    context_window: int
+    fill: float  # tokens / context_window
+    input_tokens: int  # reported by the providers, over the turns stored (since the last clear)
+    output_tokens: int
+    cached_tokens: int
+    cost: float  # USD over the turns stored
+    lifetime_cost: float  # USD over the conversation's life (clears included; budgets count this)
+    turns: int
+    strategy: str
+    compacted_upto_seq: int | None = None  # messages up to this seq are sent as a summary
+
+
+class ChatEstimateParams(_Wire):
+    conversation: str | None = None  # None (or a name not yet used): an empty conversation
+    text: str = ""
+    model: str | None = None  # default: the model the conversation would use next
+    tools: list[str] | None = None
+    max_new_tokens: Annotated[int, msgspec.Meta(ge=1, le=10_000_000)] | None = None
+
+
+class EstimateResult(_Out):
+    conversation: str | None
+    model: str
+    tokens: int  # the whole request with `text`, before any fitting
+    tokens_sent: int  # after the conversation's strategy (a summary's size is not known in advance)
+    context_window: int
+    reply_reserve: int
+    fits: bool  # tokens + reply_reserve <= context_window, with nothing left out
+    strategy: str
+    action: str  # what fitting would do: none | dropped | cleared | cleared+dropped | summarize
+    estimated_cost: float  # USD for the input sent
+    max_cost: float  # plus a reply of reply_reserve tokens
+    correction: float  # reported / estimated tokens learnt for this model (1.0 until a reply reports usage)
+
+
+class ConversationCompactParams(_Wire):
+    name: str
+    model: str | None = None  # the summariser (default: [context] summary-model, else the cheapest of the provider)
+    keep_turns: Annotated[int, msgspec.Meta(ge=0, le=100_000)] | None = None  # default [context] keep-turns (2)
+
+
+class CompactResult(_Out):
+    conversation: str
+    compacted: bool  # false: nothing older than the kept turns
+    upto_seq: int | None = None
+    summary: str | None = None
+    model: str | None = None
+    tokens_before: int = 0
+    tokens_after: int = 0
+
+
+class ConversationSearchParams(_Wire):
+    query: str
+    limit: Count = 20
+    conversation: str | None = None  # only this conversation
+
+
+class SearchHit(_Out):
+    conversation: str
+    seq: int
+    role: str
+    snippet: str  # matches between ** and **
+    created_at: float
+
+
+class SearchResult(_Out):
+    results: list[SearchHit]
+
+
+class ContextFitted(_Out):
+    """A request left something out to fit the model's window (the stored history is unchanged)."""
+
+    conversation: str
+    turn_id: str
+    model: str
+    strategy: str
+    action: str  # dropped | cleared | cleared+dropped | summarized | none (with a note)
+    tokens_before: int
+    tokens_after: int
+    context_window: int
+    reply_reserve: int
+    dropped: int = 0  # messages left out
+    dropped_seqs: list[int] = []
+    cleared_seqs: list[int] = []  # tool results replaced by a placeholder naming the stored message
+    summary_upto_seq: int | None = None
+    summary_model: str | None = None
+    note: str | None = None
+
+
+class BudgetWarning(_Out):
+    conversation: str
+    turn_id: str
+    scope: str  # conversation | daily
+    unit: str  # cost | tokens
+    limit: float
+    spent: float
+    estimate: float
+    message: str
 
 
 # ---------------------------------------------------------------- framing

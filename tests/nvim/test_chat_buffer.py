@@ -84,8 +84,9 @@ def test_open_send_stream_undo_and_cancel(daemon, nvims):
 
 def test_another_client_turn_streams_live_in_two_neovims(daemon, nvims):
     with Client(daemon.socket) as c:
-        c.request("conversation/create", {"name": "shared", "params": {"echoDelayMs": 40}})
+        c.request("conversation/create", {"name": "shared", "params": {"echoDelayMs": 80}})
     a = nvims(daemon, name="a")
+    b = nvims(daemon, name="b")  # started now, so opening the conversation later is quick
     a.cmd("Chatd open shared")
     _loaded(a, "shared")
     a.lua(RECORD, "shared")
@@ -105,7 +106,6 @@ def test_another_client_turn_streams_live_in_two_neovims(daemon, nvims):
     a.wait(lambda: a.lua("return #_G.seen") >= 2, what="streaming in a")
 
     # a second Neovim opens the conversation mid-turn: it shows what streamed so far, then the rest
-    b = nvims(daemon, name="b")
     b.cmd("Chatd open shared")
     _loaded(b, "shared")
     mid = b.lua("local c = require('chatd.chat').chats.shared; return c.live and c.live.turnId or vim.NIL")
@@ -132,3 +132,42 @@ def test_another_client_turn_streams_live_in_two_neovims(daemon, nvims):
         b.wait_text("shared", ECHO + "from nvim b")
         assert a.transcript("shared") == b.transcript("shared")
     assert [m["text"] for m in _history(daemon, "shared")][-2:] == ["from nvim b", ECHO + "from nvim b"]
+
+
+def test_view_follows_the_stream_unless_scrolled_away(daemon, nvims):
+    with Client(daemon.socket) as c:
+        for i in range(8):
+            c.request("chat/send", {"conversation": "long", "text": f"turn {i}"})
+    nv = nvims(daemon, setup="{ window = { layout = 'horizontal', height = 8 } }")
+    nv.cmd("Chatd open long")
+    nv.wait_text("long", ECHO + "turn 7")
+    view = "return { vim.fn.line('w0'), vim.fn.line('w$'), vim.fn.line('$') }"
+    top, bottom, last = nv.lua(view)
+    assert bottom == last and top > 1  # opened at the end
+
+    with Client(daemon.socket) as c:
+        c.request("chat/send", {"conversation": "long", "text": "followed"})
+    nv.wait_text("long", ECHO + "followed")
+    top, bottom, last = nv.lua(view)
+    assert bottom == last, (top, bottom, last)  # the window followed the reply down
+
+    nv.cmd("normal! gg")  # the user scrolls up to read
+    with Client(daemon.socket) as c:
+        c.request("chat/send", {"conversation": "long", "text": "not followed"})
+    nv.wait_text("long", ECHO + "not followed")
+    top, bottom, last = nv.lua(view)
+    assert top == 1 and bottom < last  # it stayed where the user was reading
+
+
+def test_failed_turn_is_shown_inline_and_keeps_the_words(daemon, nvims):
+    with Client(daemon.socket) as c:
+        c.request("conversation/create", {"name": "flaky", "params": {"echoFailAfter": 3}})
+    nv = nvims(daemon)
+    nv.cmd("Chatd open flaky")
+    _loaded(nv, "flaky")
+    nv.lua("require('chatd.chat').chats.flaky:send('will fail')")
+    text = nv.wait_text("flaky", "> turn failed:")
+    assert "injected failure mid-stream" in text
+    assert "will fail" not in nv.transcript("flaky") and "[echo:" not in text  # void text dropped
+    assert nv.lua("return require('chatd.chat').chats.flaky:input_text()") == "will fail"
+    assert _history(daemon, "flaky") == []
