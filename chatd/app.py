@@ -155,7 +155,7 @@ class Daemon:
         errors = await self._tools_loading
         return [*config.warnings, *router_warnings, *errors]
 
-    async def serve_unix(self, ready_fd: int | None = None) -> None:
+    async def serve_unix(self, ready_fd: int | None = None, http: tuple[str, int] | None = None) -> None:
         lock_fd = acquire_lock(self.paths)
         try:
             sock = bind_socket(self.paths.socket)
@@ -163,6 +163,7 @@ class Daemon:
             loop = asyncio.get_running_loop()
             server = await loop.create_unix_server(
                 lambda: ConnectionProtocol(self.open_connection, self.close_connection, check_peer=True), sock=sock)
+            face = await self._start_http(http, server) if http is not None else None
             log.info("serving on %s (pid %d)", self.paths.socket, os.getpid())
             self._install_signals()
             self._load_tools()
@@ -170,6 +171,8 @@ class Daemon:
                 os.write(ready_fd, b"ready\n")
                 os.close(ready_fd)
             await self._stop.wait()
+            if face is not None:
+                await face.close()
             server.close()
             await self._shutdown()
             try:
@@ -178,6 +181,18 @@ class Daemon:
                 pass
         finally:
             os.close(lock_fd)  # released after the socket is gone
+
+    async def _start_http(self, address: tuple[str, int], server: asyncio.AbstractServer) -> Any:
+        """`serve --http`: the OpenAI-compatible face, a client of this daemon's own socket
+        (chatd/faces/http.py says why). If its port is taken the daemon does not start."""
+        from chatd.faces.http import HttpFace
+
+        try:
+            return await HttpFace.start(address, socket_path=self.paths.socket, runtime_dir=self.paths.runtime_dir)
+        except OSError:
+            server.close()
+            os.unlink(self.paths.socket)
+            raise
 
     async def serve_stdio(self) -> None:
         """One connection over stdin/stdout (LSP framing), engine in-process, on the same store."""

@@ -1,4 +1,4 @@
-"""The `chatd` command: serve, stdio, call, status, stop.
+"""The `chatd` command: serve, stdio, acp, call, status, stop.
 
 Client subcommands import neither pygls nor httpx, so they start fast; only `serve` and
 `stdio --standalone` load the engine.
@@ -19,9 +19,17 @@ def _parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the daemon on the user's socket (foreground)")
     serve.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
     serve.add_argument("--seed", type=int, help="seed for weighted model draws (tests)")
+    serve.add_argument("--http", metavar="HOST:PORT",
+                       help="also serve the OpenAI-compatible HTTP face on this loopback address (off by default)")
     stdio = sub.add_parser("stdio", help="speak JSON-RPC on stdin/stdout through the user's daemon")
     stdio.add_argument("--standalone", action="store_true", help="run the engine in this process instead")
     stdio.add_argument("--no-start", action="store_true", help="do not start a daemon if none runs")
+    acp = sub.add_parser("acp", help="an Agent Client Protocol agent on stdin/stdout, through the user's daemon")
+    acp.add_argument("--tools", nargs="*", default=["*"], metavar="GLOB",
+                     help="registry tools the model may call (default: all; none with no GLOB)")
+    acp.add_argument("--model", action="append", dest="models", metavar="NAME",
+                     help="models for new sessions (repeatable; default: the daemon's)")
+    acp.add_argument("--no-start", action="store_true", help="do not start a daemon if none runs")
     call = sub.add_parser("call", help="send one request and print its result as JSON")
     call.add_argument("method")
     call.add_argument("params", nargs="?", help="params as a JSON object (default {})")
@@ -40,6 +48,8 @@ def main(argv: list[str] | None = None) -> int:
         return _stdio(args)
     if args.command == "call":
         return _call(args)
+    if args.command == "acp":
+        return _acp(args)
     if args.command == "status":
         return _call(argparse.Namespace(method="daemon/status", params=None, follow=False, no_start=True))
     if args.command == "stop":
@@ -55,6 +65,15 @@ def _serve(args: argparse.Namespace) -> int:
     from chatd.server.listener import AlreadyRunning
 
     paths = resolve()
+    http = None
+    if args.http:
+        from chatd.faces.http import parse_address
+
+        try:
+            http = parse_address(args.http)
+        except ValueError as exc:
+            print(f"chatd: --http {args.http}: {exc}", file=sys.stderr)
+            return 2
     setup_logging(paths, stderr=args.ready_fd is None and sys.stderr.isatty())
     try:
         daemon = Daemon(paths, seed=args.seed)
@@ -63,7 +82,7 @@ def _serve(args: argparse.Namespace) -> int:
         return 1
 
     async def run() -> None:
-        await daemon.serve_unix(ready_fd=args.ready_fd)
+        await daemon.serve_unix(ready_fd=args.ready_fd, http=http)
 
     try:
         asyncio.run(run())
@@ -71,7 +90,8 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"chatd: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:
-        print(f"chatd: cannot listen on {paths.socket}: {exc}", file=sys.stderr)
+        where = f"{args.http} (--http)" if http is not None and getattr(exc, "http_face", False) else paths.socket
+        print(f"chatd: cannot listen on {where}: {exc}", file=sys.stderr)
         return 1
     return 0
 
@@ -97,6 +117,24 @@ def _stdio(args: argparse.Namespace) -> int:
         print(f"chatd stdio: {exc}", file=sys.stderr)
         return 1
     return relay_main(sock)
+
+
+def _acp(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from chatd.faces.acp import serve
+    from chatd_client.daemon import DaemonUnavailable, ensure_daemon
+
+    try:
+        sock = ensure_daemon(autostart=not args.no_start)
+    except DaemonUnavailable as exc:
+        print(f"chatd acp: {exc}", file=sys.stderr)
+        return 1
+    try:
+        return asyncio.run(serve(sock, tools=args.tools, models=args.models))
+    except (ConnectionError, OSError) as exc:
+        print(f"chatd acp: lost the daemon: {exc}", file=sys.stderr)
+        return 1
 
 
 def _call(args: argparse.Namespace) -> int:

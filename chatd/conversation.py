@@ -37,6 +37,8 @@ from chatd.store.sqlite import text_of
 from chatd.tools import ToolRegistry
 from chatd.tools.policy import Rule, parse_rules
 from chatd.tools.runner import Approver, CallSite, not_run, run_calls
+from chatd.context import ContextSettings
+from chatd.windowing import ContextManager, check_keep
 
 _CACHE_SIZE = 64
 
@@ -101,6 +103,7 @@ class ConversationService:
         default_models: list[str] | None = None,
         tools: ToolRegistry | None = None,
         tool_rules: list[Rule] | None = None,
+        context: ContextSettings | None = None,
     ) -> None:
         self.store = store
         self.registry = registry
@@ -110,6 +113,7 @@ class ConversationService:
         self.default_models = default_models or ["echo"]
         self.tools = tools or ToolRegistry()
         self.tool_rules = tool_rules or []
+        self.context = ContextManager(store, registry, providers, events, context)  # windows, budgets, search
         self._states: OrderedDict[int, _State] = OrderedDict()
         self._closing = False
 
@@ -275,6 +279,8 @@ class ConversationService:
         models = params.models or conv.models or self.default_models
         plan = self.router.plan(models, conv.model_weights if not params.models else None,
                                 params.prefer_model or conv.prefer_model, conv.last_model)
+        self.context.check_budget(conv, state.messages, [turn.user], self.registry.get(plan[0]), turn.tool_specs,
+                                  turn.options, turn.id, origin)  # a block raises here: nothing sent or stored
         publish = self.events.publish
         publish(conv.id, p.CHAT_TURN_STARTED,
                 p.TurnStarted(conversation=conv.name, turn_id=turn.id, user=turn.user, model=plan[0]), origin)
@@ -329,8 +335,11 @@ class ConversationService:
     async def _stream_once(self, state: _State, turn: "_Turn", name: str) -> "_Reply":
         """One call to one model: stream its events, publishing text deltas as they arrive."""
         spec = self.registry.get(name)
-        request = ProviderRequest(model=spec, system=turn.conv.system, tools=turn.tool_specs,
-                                  messages=[*state.messages, turn.user, *turn.pending_out()], options=turn.options)
+        system, messages, raw = await self.context.prepare(  # fit the window; clients are told what was left out
+            turn.conv, state.messages, [turn.user, *turn.pending_out()], spec, turn.tool_specs, turn.options,
+            turn.id, turn.origin, turn.fitted)
+        request = ProviderRequest(model=spec, system=system, tools=turn.tool_specs, messages=messages,
+                                  options=turn.options)
         reply = _Reply()
         state.streaming = (turn.id, turn.user, name, reply.chunks)
         publish, conv_id, conv_name = self.events.publish, turn.conv.id, turn.conv.name
@@ -353,6 +362,7 @@ class ConversationService:
                 elif kind is Finish:
                     reply.reason = event.reason
         reply.flush_text()
+        self.context.observe(spec, raw, reply.usage)  # learn the real token count
         return reply
 
     def _ended(self, turn: "_Turn", outcome: str, error: str | None = None) -> None:
@@ -383,6 +393,51 @@ class ConversationService:
             cost=turn.cost, finish_reason=turn.reason, attempts=turn.attempts,
             latency_ms=(finished - turn.started) * 1000,
         )
+
+    # ------------------------------------------------------------ context windows (chatd/windowing.py)
+    def _next_model(self, conv: Conversation | None, model: str | None = None) -> ModelSpec:
+        """The model a send would most likely use: `model`, the sticky last one, else the first listed."""
+        if model:
+            return self.registry.get(model)
+        models = (conv.models if conv else None) or self.default_models
+        if conv is not None and conv.last_model in models and conv.prefer_model == LAST:
+            return self.registry.get(conv.last_model)  # type: ignore[arg-type]
+        return self.registry.get(models[0])
+
+    def _history(self, conv: Conversation) -> list[p.MessageOut]:
+        state = self._states.get(conv.id)
+        if state is not None and state.conv.last_seq == conv.last_seq:
+            return state.messages
+        return self.store.messages(conv.id)
+
+    def context_info(self, conv: Conversation) -> p.ContextInfo:
+        return self.context.info(conv, self._history(conv), self._next_model(conv))
+
+    def estimate(self, params: p.ChatEstimateParams, origin: object | None = None) -> p.EstimateResult:
+        conv = self.store.get(params.conversation) if params.conversation else None
+        tools = self.tools.resolve(params.tools, origin) if params.tools else []
+        specs = [ToolSpec(name=t.name, description=t.description, parameters=t.parameters) for t in tools]
+        options = dict(conv.params) if conv else {}
+        if params.max_new_tokens:
+            options["maxNewTokens"] = params.max_new_tokens
+        return self.context.estimate(conv, self._history(conv) if conv else [], params.text,
+                                     self._next_model(conv, params.model), specs, options)
+
+    async def compact(self, params: p.ConversationCompactParams) -> p.CompactResult:
+        """Summarise all but the last turns now; the turns stay stored, the summary is sent from now on."""
+        check_keep(params.keep_turns)
+        state = self._state(self.lookup(params.name))
+        async with state.lock:  # never beside a running turn
+            conv = self._refresh(state).conv
+            try:
+                comp = await self.context.compact(conv, state.messages, self._next_model(conv), params.model,
+                                                  params.keep_turns)
+            except ProviderError as err:
+                raise TurnFailed(f"the summary failed: {err}") from None
+        if comp is None:
+            return p.CompactResult(conversation=conv.name, compacted=False)
+        return p.CompactResult(conversation=conv.name, compacted=True, upto_seq=comp.upto_seq, summary=comp.summary,
+                               model=comp.model, tokens_before=comp.tokens_before, tokens_after=comp.tokens_after)
 
     # ------------------------------------------------------------ cache
     def _state(self, conv: Conversation) -> _State:
@@ -470,6 +525,7 @@ class _Turn:
                                  created_at=self.started)
         self.pending: list[NewMessage] = []  # assistant and tool messages after the user message
         self.tool_specs: list[ToolSpec] = []
+        self.fitted: set = set()  # context-fitting notices already sent for this turn
         self.attempts: list[p.Attempt] = []
         self.usage = p.Usage()
         self.cost = 0.0

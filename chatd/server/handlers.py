@@ -161,7 +161,7 @@ def conversation_get(conn: Connection, params: p.ConversationGetParams) -> p.Con
     service = _daemon(conn).service
     conv, messages = service.get(params.name, params.after_seq)
     return p.ConversationGetResult(conversation=info(conv), messages=messages,
-                                   active_turn=service.active_turn(params.name))
+                                   active_turn=service.active_turn(params.name), context=service.context_info(conv))
 
 
 @method(p.CONVERSATION_UPDATE, p.ConversationUpdateParams)
@@ -273,3 +273,23 @@ def _client_runner(conn: Connection, name: str):
 async def chat_batch(conn: Connection, params: p.ChatBatchParams) -> p.ChatBatchResult:
     """Many prompts, results in input order; `chat/batchProgress` goes to this connection only."""
     return await run_batch(_daemon(conn).service, params, origin=conn, notify=conn.notify)
+
+
+# ---------------------------------------------------------------- context windows, budgets, search
+@method(p.CHAT_ESTIMATE, p.ChatEstimateParams)
+def chat_estimate(conn: Connection, params: p.ChatEstimateParams) -> p.EstimateResult:
+    return _daemon(conn).service.estimate(params, origin=conn)
+
+
+@method(p.CONVERSATION_COMPACT, p.ConversationCompactParams)
+async def conversation_compact(conn: Connection, params: p.ConversationCompactParams) -> p.CompactResult:
+    return await _daemon(conn).service.compact(params)
+
+
+@method(p.CONVERSATION_SEARCH, p.ConversationSearchParams)
+def conversation_search(conn: Connection, params: p.ConversationSearchParams) -> p.SearchResult:
+    service = _daemon(conn).service
+    conv_id = service.lookup(params.conversation).id if params.conversation is not None else None
+    hits = service.context.db.search(params.query, params.limit, conv_id)
+    return p.SearchResult(results=[p.SearchHit(conversation=h.conversation, seq=h.seq, role=h.role,
+                                               snippet=h.snippet, created_at=h.created_at) for h in hits])
