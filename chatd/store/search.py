@@ -122,6 +122,11 @@ class ContextStore:
             " FROM turns WHERE conversation_id = ?", (conv_id,)).fetchone()
         return Totals(*row)
 
+    def add_spend(self, conv_id: int, tokens: int, cost: float) -> None:
+        """Spending that is not a turn (a summary): counted in the budgets all the same."""
+        if tokens or cost:
+            self._db.execute("INSERT INTO spend VALUES (?, date('now'), ?, ?)", (conv_id, tokens, cost))
+
     def spent(self, conv_id: int) -> tuple[int, float]:
         """(tokens, cost) of a conversation's whole life, clears included."""
         row = self._db.execute("SELECT coalesce(sum(tokens), 0), coalesce(sum(cost), 0) FROM spend"
