@@ -137,14 +137,15 @@
         modelBtn.textContent = msg.model || 'model';
         costEl.textContent = msg.cost || '';
         break;
-      case 'turnStarted':
-        keepScrolled(() => {
-          const turn = liveTurn(msg.turnId);
-          if (msg.user && !turn.querySelector('.msg.user')) turn.prepend(itemElement(msg.user));
-          const reply = replyOf(turn);
-          reply.querySelector('.meta').textContent = `${msg.model} …`;
-        });
+      case 'turnStarted': {
+        // A new turn, from here or any other client, is what to look at: scroll to it.
+        const turn = liveTurn(msg.turnId);
+        if (msg.user && !turn.querySelector('.msg.user')) turn.prepend(itemElement(msg.user));
+        const reply = replyOf(turn);
+        reply.querySelector('.meta').textContent = `${msg.model} …`;
+        log.scrollTop = log.scrollHeight;
         break;
+      }
       case 'turnText':
         keepScrolled(() => {
           const reply = replyOf(liveTurn(msg.turnId));

@@ -25,6 +25,7 @@ export class ChatPanel implements vscode.Disposable {
   static readonly onDidChange = ChatPanel.changed.event;
 
   info: ConversationInfo | undefined;
+  get sentHere(): number { return this.replies.size; }
   cost = 0; // what replies sent from this window cost (the daemon reports cost only to the sender)
   private readonly replies = new Map<string, ReplyInfo>();
   private live: LiveTurn | undefined;
@@ -253,7 +254,7 @@ export class ChatPanel implements vscode.Disposable {
   }
 
   private header(): void {
-    this.post({ type: 'header', title: this.name, model: this.modelLabel(), cost: this.cost ? `${formatCost(this.cost)} this session` : '' });
+    this.post({ type: 'header', title: this.name, model: this.modelLabel(), cost: this.replies.size ? `${formatCost(this.cost)} this session` : '' });
     ChatPanel.changed.fire(this);
   }
 

@@ -25,7 +25,7 @@ export async function activate(ctx: vscode.ExtensionContext): Promise<void> {
       status.text = '$(debug-disconnect) chatd';
       status.tooltip = 'chatd is not connected: click to pick a model, or run "chatd: Reconnect to the Daemon"';
     } else if (p) {
-      status.text = `$(comment-discussion) ${p.modelLabel()}${p.cost ? ` · ${formatCost(p.cost)}` : ''}`;
+      status.text = `$(comment-discussion) ${p.modelLabel()}${p.sentHere ? ` · ${formatCost(p.cost)}` : ''}`;
       status.tooltip = `chatd: "${p.name}", model ${p.modelLabel()}; replies sent from this window cost ${formatCost(p.cost) || '$0'}. Click to pick the model.`;
     } else {
       status.text = '$(comment-discussion) chatd';
