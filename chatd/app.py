@@ -59,15 +59,22 @@ class Daemon:
         self.router = Router(seed, registry=self.registry, config=routing)  # one per daemon: shared cooldowns
         self.service = ConversationService(self.store, self.registry, self.providers, self.hub,
                                            router=self.router, default_models=self._default_models(),
-                                           tools=self.tools, tool_rules=self.config.tools.policy)
+                                           tools=self.tools, tool_rules=self.config.tools.policy,
+                                           context=self.config.context)
         self.connections: set[Connection] = set()
         self._keys: dict[str, bool] | None = None
         self._probed_at = -LOCAL_PROBE_TTL
         self._stop = asyncio.Event()
 
     # ------------------------------------------------------------ connections
-    def open_connection(self, transport: asyncio.BaseTransport, *, lsp_only: bool = False) -> Connection:
-        conn = Connection({}, self, lsp_only=lsp_only)
+    def open_connection(self, transport: asyncio.BaseTransport, *, lsp_only: bool = False) -> Connection | None:
+        if len(self.connections) >= self.config.limits.max_connections:
+            log.warning("refused a connection: %d connections is the limit", len(self.connections))
+            error = {"code": p.LIMIT_EXCEEDED, "message": "too many connections to chatd"}
+            transport.write(p.frame_lsp(p.encode({"jsonrpc": "2.0", "id": None, "error": error})))  # type: ignore[attr-defined]
+            transport.close()
+            return None
+        conn = Connection({}, self, lsp_only=lsp_only, limits=self.config.limits)
         conn.handlers = handlers.bind(conn)
         conn.attach(transport)  # type: ignore[arg-type]
         self.connections.add(conn)
@@ -150,6 +157,7 @@ class Daemon:
         self.router.configure(router_config)
         self.config.tools = config.tools
         self.service.tool_rules = config.tools.policy
+        self.service.context.settings = config.context  # [context]: strategy, summary model, budgets
         await self.tools_loaded()
         self._tools_loading = asyncio.ensure_future(self.tool_sources.reload(config.tools))
         errors = await self._tools_loading

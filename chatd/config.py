@@ -126,6 +126,16 @@ def make_http_client(settings: HttpSettings) -> httpx.AsyncClient:
     return httpx.AsyncClient(timeout=timeout, limits=limits)
 
 
+class Limits(msgspec.Struct, rename="kebab", forbid_unknown_fields=True):
+    """config.toml `[limits]`: what one client may take of the daemon."""
+
+    max_connections: int = 256
+    max_turns_per_connection: int = 16  # chat/send requests in flight on one connection
+    output_high_water: int = 1 << 20  # bytes unread by a client before its deltas are coalesced
+    output_hard_cap: int = 16 << 20  # bytes unread before the connection is closed
+    stuck_client_timeout: float = 30.0  # seconds a client may stay above the high-water mark
+
+
 class LazyHttpClient:
     """The shared client, built on first use: a daemon that only talks to `echo` never loads aiohttp
     (~13 MB of its idle RSS). Providers use `stream()` and `get()`, as on an httpx.AsyncClient."""
@@ -159,6 +169,7 @@ class Config:
     http: HttpSettings = field(default_factory=HttpSettings)
     tools: ToolsConfig = field(default_factory=ToolsConfig)
     context: ContextSettings = field(default_factory=ContextSettings)  # [context]: chatd/context.py
+    limits: Limits = field(default_factory=Limits)
     warnings: list[str] = field(default_factory=list)
 
     def secrets(self) -> list[str]:
@@ -213,7 +224,7 @@ def _family_endpoint(fam: Family, env: Mapping[str, str]) -> Endpoint:
 
 
 # ---------------------------------------------------------------- config.toml
-_TOP = {"default-models", "http", "providers", "models", "tools", "routing", "context"}  # [routing]: RouterConfig.load
+_TOP = {"default-models", "http", "providers", "models", "tools", "routing", "context", "limits"}  # [routing]: RouterConfig.load
 _HTTP = {"connect-timeout": "connect_timeout", "read-timeout": "read_timeout", "write-timeout": "write_timeout",
          "pool-timeout": "pool_timeout", "transport": "transport"}
 _PROVIDER = {"kind", "base-url", "api-key", "api-key-env", "api-key-cmd", "headers", "system-role",
@@ -315,6 +326,7 @@ class _Apply:
         self.http(data.get("http"))
         self.tools(data.get("tools"))
         self.context(data.get("context"))
+        self.limits(data.get("limits"))
         providers = data.get("providers", {})
         if isinstance(providers, dict):
             for name, table in providers.items():
@@ -329,14 +341,21 @@ class _Apply:
             self.warn((), "models", "must be a table of [models.<name>]")
 
     def tools(self, table: Any) -> None:
+        self._struct_table("tools", table, ToolsConfig)
+
+    def limits(self, table: Any) -> None:
+        self._struct_table("limits", table, Limits)
+
+    def _struct_table(self, name: str, table: Any, struct: type) -> None:
+        """A table converted whole to a Struct; on a bad value, a warning naming it, and the defaults."""
         if table is None:
             return
         try:
-            self.config.tools = msgspec.convert(table, ToolsConfig)
+            setattr(self.config, name, msgspec.convert(table, struct))
         except msgspec.ValidationError as err:
             path = str(err).rpartition("at `$")[2].rstrip("`").strip(".").replace("[", ".").replace("]", "")
             keys = tuple(k for k in path.split(".") if k)
-            self.warn(("tools", *keys[:-1]), keys[-1] if keys else None, f"{err}; [tools] is ignored")
+            self.warn((name, *keys[:-1]), keys[-1] if keys else None, f"{err}; [{name}] is ignored")
 
     def context(self, table: Any) -> None:
         """[context]: window fitting, summaries and budgets; a bad value warns and keeps the defaults."""

@@ -304,6 +304,8 @@ class DaemonStatus(_Out):
     connections: int
     active_turns: int
     providers: dict[str, bool]
+    open_fds: int = 0  # for leak checks and monitoring
+    tasks: int = 0
 
 
 class ToolInfo(_Out):

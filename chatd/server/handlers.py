@@ -22,7 +22,7 @@ import chatd
 from chatd import protocol as p
 from chatd.batch import run_batch
 from chatd.conversation import info
-from chatd.errors import ChatdError, InvalidArgument
+from chatd.errors import ChatdError, InvalidArgument, LimitExceeded
 from chatd.server.rpc import Connection, ErrorReply
 from chatd.tools import Tool, ToolContext, ToolError, describe
 
@@ -124,7 +124,15 @@ def daemon_status(conn: Connection, params: Any) -> p.DaemonStatus:
         version=chatd.__version__, protocol_version=p.PROTOCOL_VERSION, pid=os.getpid(),
         uptime_s=time.monotonic() - d.started, store_path=d.store.path, socket_path=d.socket_path,
         connections=len(d.connections), active_turns=d.service.active_turns, providers=d.provider_keys(),
+        open_fds=_open_fds(), tasks=len(asyncio.all_tasks()),
     )
+
+
+def _open_fds() -> int:
+    try:
+        return len(os.listdir("/proc/self/fd"))
+    except OSError:
+        return -1
 
 
 @method(p.DAEMON_SHUTDOWN)
@@ -207,6 +215,17 @@ def conversation_unsubscribe(conn: Connection, params: p.NameParams) -> p.OkResu
 # ---------------------------------------------------------------- chat
 @method(p.CHAT_SEND, p.ChatSendParams)
 async def chat_send(conn: Connection, params: p.ChatSendParams) -> p.SendResult:
+    limit = _daemon(conn).config.limits.max_turns_per_connection
+    if conn.turns_in_flight >= limit:
+        raise LimitExceeded(f"{limit} chat/send requests are already in flight on this connection")
+    conn.turns_in_flight += 1
+    try:
+        return await _send(conn, params)
+    finally:
+        conn.turns_in_flight -= 1
+
+
+async def _send(conn: Connection, params: p.ChatSendParams) -> p.SendResult:
     if params.tools:
         await _daemon(conn).tools_loaded()
     return await _daemon(conn).service.send(params, origin=conn, workspace=params.workspace or conn.workspace)

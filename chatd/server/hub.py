@@ -51,13 +51,14 @@ class Hub:
         if not subs and not wildcard and origin is None:
             return
         body = p.encode({"jsonrpc": "2.0", "method": method, "params": params})
+        delta = params if method == p.CHAT_DELTA else None  # a slow reader may merge these
         sent = set()
         for conn in (*(subs or ()), *wildcard):
             if conn not in sent:
                 sent.add(conn)
-                conn.send_body(body)
+                conn.send_body(body, delta)
         if origin is not None and origin not in sent:
-            origin.send_body(body)
+            origin.send_body(body, delta)
         if method == p.CONVERSATION_CHANGED and params.kind == "deleted":
             self._subs.pop(conv_id, None)
 

@@ -94,6 +94,14 @@ class ConnectionProtocol(asyncio.Protocol):
         if self.conn is not None:
             self.conn.feed(data)
 
+    def pause_writing(self) -> None:
+        if self.conn is not None:
+            self.conn.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self.conn is not None:
+            self.conn.resume_writing()
+
     def eof_received(self) -> bool:
         if self.conn is None:
             return False

@@ -251,10 +251,16 @@ def _short(exc: Exception) -> str:
 
 
 class Connection:
-    """A client connection over any byte transport; writes are framed as the client framed its first frame."""
+    """A client connection over any byte transport; writes are framed as the client framed its first frame.
+
+    Output to a slow reader is bounded: above the high-water mark the transport pauses us, and while
+    paused the `chat/delta`s for each turn are merged into one (nothing is lost, fewer messages are sent);
+    a client that stays paused past `stuck_timeout`, or lets `hard_cap` bytes pile up, is disconnected
+    with a log line. The daemon, the provider stream and every other client go on regardless.
+    """
 
     def __init__(self, handlers: dict[str, Handler], context: Any, *, lsp_only: bool = False,
-                 name: str = "client") -> None:
+                 name: str = "client", limits: Any = None) -> None:
         self.handlers = handlers
         self.context = context  # the daemon, for handlers
         self.name = name
@@ -268,6 +274,11 @@ class Connection:
         self.workspace: str | None = None  # named at initialize; confines the built-in file tools
         self.approves = False  # said at initialize it answers `tool/approve`
         self._transport: asyncio.WriteTransport | None = None
+        self.limits = limits
+        self.paused = False
+        self.turns_in_flight = 0
+        self._coalesced: dict[tuple[str, str], list[str]] = {}  # (conversation, turn) -> delta texts
+        self._stuck_timer: asyncio.TimerHandle | None = None
         server = _Server(protocol_cls=lambda s, c: ChatdProtocol(s, c, conn=self), converter_factory=lambda: None)
         self.protocol: ChatdProtocol = server.protocol  # type: ignore[assignment]
 
@@ -287,6 +298,36 @@ class Connection:
 
     def attach(self, transport: asyncio.WriteTransport) -> None:
         self._transport = transport
+        if self.limits is not None:
+            high = self.limits.output_high_water
+            transport.set_write_buffer_limits(high=high, low=high // 4)
+
+    # ------------------------------------------------------------ backpressure
+    def pause_writing(self) -> None:
+        self.paused = True
+        if self.limits is not None and self._stuck_timer is None:
+            self._stuck_timer = asyncio.get_running_loop().call_later(self.limits.stuck_client_timeout, self._stuck)
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        if self._stuck_timer is not None:
+            self._stuck_timer.cancel()
+            self._stuck_timer = None
+        self._flush_deltas()
+
+    def _stuck(self) -> None:
+        self._stuck_timer = None
+        if self.paused and not self.closing:
+            unread = self._transport.get_write_buffer_size() if self._transport is not None else 0
+            log.warning("closing %s: it read nothing for %gs with %d bytes waiting", self.name,
+                        self.limits.stuck_client_timeout, unread)
+            self.abort()
+
+    def _flush_deltas(self) -> None:
+        pending, self._coalesced = self._coalesced, {}
+        for (conversation, turn_id), texts in pending.items():
+            self.write(p.encode({"jsonrpc": "2.0", "method": p.CHAT_DELTA, "params": p.ChatDelta(
+                conversation=conversation, turn_id=turn_id, text="".join(texts))}))
 
     def feed(self, data: bytes) -> None:
         self._dispatch(self.decoder.feed(data))
@@ -321,12 +362,22 @@ class Connection:
         transport = self._transport
         if transport is not None and not transport.is_closing():
             transport.write(framed)
+            if self.paused and self.limits is not None \
+                    and transport.get_write_buffer_size() > self.limits.output_hard_cap:
+                log.warning("closing %s: more than %d bytes unread", self.name, self.limits.output_hard_cap)
+                self.abort()
 
     def notify(self, method: str, params: Any) -> None:
         self.protocol.notify(method, params)
 
-    def send_body(self, body: bytes) -> None:
-        """Write an already-encoded message (the hub encodes a notification once for all subscribers)."""
+    def send_body(self, body: bytes, delta: p.ChatDelta | None = None) -> None:
+        """Write an already-encoded message (the hub encodes a notification once for all subscribers).
+        A `chat/delta` for a paused (slow) reader is merged with the others of its turn instead."""
+        if self.paused:
+            if delta is not None:
+                self._coalesced.setdefault((delta.conversation, delta.turn_id), []).append(delta.text)
+                return
+            self._flush_deltas()  # keep order: a turn's deltas before what follows them
         self.write(body)
 
     def request(self, method: str, params: Any) -> tuple[Any, "asyncio.Future[Any]"]:
@@ -347,6 +398,15 @@ class Connection:
         if self.closing:
             return
         self.closing = True
+        if self._stuck_timer is not None:
+            self._stuck_timer.cancel()
         if self._transport is not None:
             self._transport.close()
         self.closed.set()
+
+    def abort(self) -> None:
+        """Close without flushing what the client did not read."""
+        transport = self._transport
+        self.close()
+        if transport is not None:
+            transport.abort()

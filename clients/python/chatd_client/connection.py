@@ -185,7 +185,7 @@ class AsyncClient:
         self._writer.close()
         try:
             await self._writer.wait_closed()
-        except (ConnectionError, BrokenPipeError):
+        except OSError:  # the daemon may have closed first (reset, broken pipe)
             pass
         self._task.cancel()
 
