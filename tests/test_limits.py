@@ -149,6 +149,7 @@ def test_no_leaks_after_a_thousand_failures_disconnects_and_cancels(tmp_path):
             return before, after
 
         before, after = asyncio.run(main())
+        print("leak check before/after:", {k: (before[k], after[k]) for k in ("openFds", "tasks", "connections")})
         assert after["openFds"] <= before["openFds"]
         assert after["tasks"] <= before["tasks"]
         assert after["connections"] == before["connections"] == 1
