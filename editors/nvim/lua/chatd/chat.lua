@@ -77,7 +77,7 @@ function Chat.new(name)
   vim.api.nvim_create_autocmd('BufWipeout', { buffer = self.buf, once = true, callback = function()
     if M.chats[self.name] == self then
       M.chats[self.name] = nil
-      client.request('conversation/unsubscribe', { name = self.name })
+      if client.state == 'ready' then client.request('conversation/unsubscribe', { name = self.name }) end
     end
     if M.last == self then M.last = nil end
   end })
