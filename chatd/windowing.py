@@ -76,6 +76,7 @@ class ContextManager:
         f, reserve = self._fit(conv, history, current, spec, tools, options, strategy)
         summary: Compaction | None = None
         note = None
+        before = f.before  # what the request would have been with nothing left out
         if f.dropped and strategy == "summarize":
             try:
                 summary = await self._summarise(conv, history, current, spec, tools, options)
@@ -87,7 +88,7 @@ class ContextManager:
             key = (spec.name, tuple(f.dropped), tuple(f.cleared), summary.id if summary else None)
             if key not in noted:
                 noted.add(key)
-                self._notify(conv, turn_id, origin, spec, strategy, f, reserve, summary, note)
+                self._notify(conv, turn_id, origin, spec, strategy, f, before, reserve, summary, note)
         if not f.fits:
             raise ProviderError("context_length", (
                 f"the request does not fit {spec.name}'s window even with all earlier turns left out: ~"
@@ -96,11 +97,11 @@ class ContextManager:
         return f.system, f.messages, f.tokens
 
     def _notify(self, conv: Conversation, turn_id: str, origin: object | None, spec: ModelSpec, strategy: str,
-                f: Fit, reserve: int, summary: Compaction | None, note: str | None) -> None:
+                f: Fit, before: int, reserve: int, summary: Compaction | None, note: str | None) -> None:
         corrected = self.counter.corrected
         self.events.publish(conv.id, p.CHAT_CONTEXT_FITTED, p.ContextFitted(
             conversation=conv.name, turn_id=turn_id, model=spec.name, strategy=strategy,
-            action="summarized" if summary else f.action, tokens_before=corrected(spec.name, f.before),
+            action="summarized" if summary else f.action, tokens_before=corrected(spec.name, before),
             tokens_after=corrected(spec.name, f.tokens), context_window=spec.context_window, reply_reserve=reserve,
             dropped=len(f.dropped), dropped_seqs=f.dropped, cleared_seqs=f.cleared,
             summary_upto_seq=summary.upto_seq if summary else None, summary_model=summary.model if summary else None,
