@@ -50,17 +50,20 @@ def _run(args: list[str], timeout: float, **env: str) -> subprocess.CompletedPro
     return proc
 
 
+@pytest.mark.timeout(300)
 def test_typecheck():
     _require()
     _run(["node", "node_modules/typescript/bin/tsc", "--noEmit", "-p", "."], timeout=180)
 
 
+@pytest.mark.timeout(300)
 def test_unit():
     _require()
     _run(["node", "scripts/build.mjs", "--tests"], timeout=120)
     _run(["node", "--test", "--test-reporter=dot", "out-test/"], timeout=300)
 
 
+@pytest.mark.timeout(900)  # ~35 s here; code-server's first start on a cold machine is slower
 def test_end_to_end_in_code_server():
     _require(e2e=True)
     _run(["node", "scripts/build.mjs"], timeout=120)

@@ -232,7 +232,7 @@ async function main() {
     await page.goto(`http://127.0.0.1:${port}/?folder=${encodeURIComponent(dirs.workspace)}`);
     await page.locator('.monaco-workbench').waitFor();
     log('workbench loaded');
-    await run(page);
+    await run(page, dirs);
   } catch (err) {
     await page.screenshot({ path: path.join(ARTIFACTS, 'failure.png') }).catch(() => undefined);
     fs.copyFileSync(path.join(tmp, 'code-server.log'), path.join(ARTIFACTS, 'code-server.log'));
@@ -242,7 +242,7 @@ async function main() {
   }
 }
 
-async function run(page) {
+async function run(page, dirs) {
   const frame = chatFrame(page);
   const name = 'e2e chat';
 
@@ -352,7 +352,31 @@ async function run(page) {
     await page.locator('.monaco-list-row', { hasText: 'e2e renamed' }).waitFor();
     await page.locator('.monaco-list-row', { hasText: 'made in a terminal' }).waitFor();
   });
+
+  await step('a wrong chatd.path gives one actionable message', async () => {
+    for (const scope of ['Machine', 'User']) {
+      const file = path.join(dirs.userData, scope, 'settings.json');
+      const settings = JSON.parse(fs.readFileSync(file, 'utf8'));
+      fs.writeFileSync(file, JSON.stringify({ ...settings, 'chatd.path': '/nonexistent/chatd' }));
+    }
+    const toast = page.locator('.notification-toast', { hasText: 'which is not an executable file' });
+    await waitFor('the error after Reconnect', async () => {
+      await runCommand(page, 'chatd: Reconnect to the Daemon');
+      return toast.waitFor({ timeout: 3000 }).then(() => true, () => false); // settings reload is asynchronous
+    }, 30000);
+    await toast.locator('a.monaco-button, .monaco-button', { hasText: 'Open Settings' }).first().waitFor();
+    await page.locator('.statusbar-item', { hasText: 'chatd' }).first().waitFor();
+  });
 }
+
+async function cleanUp() {
+  for (const c of cleanups.splice(0).reverse()) await c().catch(() => undefined);
+  for (const c of children) if (c.exitCode === null) { try { c.kill('SIGKILL'); } catch { /* gone */ } }
+}
+// code-server runs in its own process group, out of reach of whoever kills us: stop it on every way out.
+const LIMIT_MS = Number(process.env.CHATD_E2E_LIMIT_MS ?? 8 * 60 * 1000);
+setTimeout(async () => { log(`FAIL: over the ${LIMIT_MS / 1000} s limit`); await cleanUp(); process.exit(1); }, LIMIT_MS).unref();
+for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) process.once(sig, async () => { await cleanUp(); process.exit(1); });
 
 let failed = false;
 try {
@@ -361,8 +385,7 @@ try {
   failed = true;
   if (!results.some((r) => !r.ok)) log(`FAIL setup: ${err.stack ?? err}`);
 } finally {
-  for (const c of cleanups.reverse()) await c().catch(() => undefined);
-  for (const c of children) if (c.exitCode === null) { try { c.kill('SIGKILL'); } catch { /* gone */ } }
+  await cleanUp();
   if (!failed) fs.rmSync(tmp, { recursive: true, force: true });
   else log(`kept ${tmp} for inspection; artifacts in ${ARTIFACTS}`);
   log(`${results.filter((r) => r.ok).length}/${results.length} steps passed`);
