@@ -15,6 +15,7 @@ from typing import Any
 
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="chatd", description="One local daemon for every LLM conversation.")
+    ap.add_argument("--version", action="version", version=f"chatd {_version()}")
     sub = ap.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the daemon on the user's socket (foreground)")
     serve.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
@@ -38,6 +39,12 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("status", help="show the daemon's status (does not start one)")
     sub.add_parser("stop", help="stop the daemon")
     return ap
+
+
+def _version() -> str:
+    from chatd import __version__
+
+    return __version__
 
 
 def main(argv: list[str] | None = None) -> int:

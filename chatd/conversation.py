@@ -44,6 +44,7 @@ _CACHE_SIZE = 64
 
 
 DEFAULT_MAX_ROUNDS = 5
+STATELESS_ID = -1  # the conversation id of a stateless turn: no subscribers, never stored
 
 
 class EventSink(Approver, Protocol):
@@ -112,6 +113,7 @@ class ConversationService:
         self.router = router or Router()
         self.default_models = default_models or ["echo"]
         self.tools = tools or ToolRegistry()
+        self._stateless_turns: set[_State] = set()
         self.tool_rules = tool_rules or []
         self.context = ContextManager(store, registry, providers, events, context)  # windows, budgets, search
         self._states: OrderedDict[int, _State] = OrderedDict()
@@ -134,7 +136,8 @@ class ConversationService:
             params.name, system=params.system, models=params.models, model_weights=params.model_weights,
             prefer_model=params.prefer_model or LAST, params=params.params,
         )
-        self.events.publish(conv.id, p.CONVERSATION_CHANGED, p.ConversationChanged(name=conv.name, kind="created"))
+        self.events.publish(conv.id, p.CONVERSATION_CHANGED, p.ConversationChanged(name=conv.name, kind="created",
+                                                                                   conversation=info(conv)))
         return conv
 
     def get(self, name: str, after_seq: int = 0) -> tuple[Conversation, list[p.MessageOut]]:
@@ -176,7 +179,7 @@ class ConversationService:
         renamed = "name" in fields
         self.events.publish(conv.id, p.CONVERSATION_CHANGED, p.ConversationChanged(
             name=conv.name, kind="renamed" if renamed else "updated", seq=conv.last_seq,
-            old_name=params.name if renamed else None))
+            old_name=params.name if renamed else None, conversation=info(conv)))
         return conv
 
     def delete(self, name: str) -> None:
@@ -191,7 +194,8 @@ class ConversationService:
         conv = self.store.clear(conv.id)
         self._forget(conv.id)
         self.events.publish(conv.id, p.CONVERSATION_CHANGED,
-                            p.ConversationChanged(name=name, kind="cleared", seq=conv.last_seq))
+                            p.ConversationChanged(name=name, kind="cleared", seq=conv.last_seq,
+                                                  conversation=info(conv)))
         return conv
 
     def fork(self, params: p.ConversationForkParams) -> Conversation:
@@ -200,7 +204,8 @@ class ConversationService:
         if self.store.get(params.new_name) is not None:
             raise AlreadyExists(params.new_name)
         fork = self.store.fork(source, params.new_name, params.at_seq)
-        self.events.publish(fork.id, p.CONVERSATION_CHANGED, p.ConversationChanged(name=fork.name, kind="created"))
+        self.events.publish(fork.id, p.CONVERSATION_CHANGED, p.ConversationChanged(name=fork.name, kind="created",
+                                                                                   conversation=info(fork)))
         return fork
 
     @staticmethod
@@ -229,8 +234,13 @@ class ConversationService:
             raise ShuttingDown()
         parts = self._user_parts(params)
         self._check_params(params.params)
-        if params.prefer_model is not None or params.models is not None:
-            self._check_models(params.models, None, params.prefer_model)
+        if params.prefer_model is not None or params.models is not None or params.model_weights is not None:
+            self._check_models(params.models, params.model_weights, params.prefer_model)
+        if params.conversation is None:
+            return await self._stateless(parts, params, origin, workspace)
+        if params.history is not None or params.system is not None:
+            raise InvalidArgument("history and system are for stateless turns (without a conversation);"
+                                  " a stored conversation has its own")
         conv = self.store.get(params.conversation)
         if conv is None:
             conv = self.create(p.ConversationCreateParams(name=params.conversation))
@@ -242,6 +252,24 @@ class ConversationService:
             finally:
                 state.task = None
 
+    async def _stateless(self, parts: list[p.Part], params: p.ChatSendParams, origin: object | None,
+                         workspace: str | None) -> p.SendResult:
+        """A turn on history the client holds: routed, streamed (to the sender only), tools and all, but
+        nothing is stored. The client keeps the transcript; the result carries every new message."""
+        now = time.time()
+        conv = Conversation(id=STATELESS_ID, name="", system=params.system, models=[], model_weights=None,
+                            prefer_model=LAST, params={}, last_model=None, last_seq=0, message_count=0,
+                            created_at=now, updated_at=now)
+        history = [p.MessageOut(seq=i, role=m.role, text=text_of(m.parts), parts=m.parts, model=m.model)
+                   for i, m in enumerate(params.history or (), 1)]
+        state = _State(conv, history)
+        state.task = asyncio.current_task()
+        self._stateless_turns.add(state)
+        try:
+            return await self._turn(state, parts, params, origin, workspace)
+        finally:
+            self._stateless_turns.discard(state)
+
     def cancel(self, name: str) -> bool:
         conv = self.lookup(name)
         return self._cancel_running(conv.id)
@@ -249,7 +277,7 @@ class ConversationService:
     async def close(self) -> None:
         """Refuse new turns, cancel running ones and wait for them to unwind."""
         self._closing = True
-        tasks = [s.task for s in self._states.values() if s.task is not None]
+        tasks = [s.task for s in (*self._states.values(), *self._stateless_turns) if s.task is not None]
         for task in tasks:
             task.cancel()
         if tasks:
@@ -257,7 +285,7 @@ class ConversationService:
 
     @property
     def active_turns(self) -> int:
-        return sum(1 for s in self._states.values() if s.task is not None)
+        return sum(1 for s in self._states.values() if s.task is not None) + len(self._stateless_turns)
 
     def _user_parts(self, params: p.ChatSendParams) -> list[p.Part]:
         if (params.text is None) == (params.parts is None):
@@ -277,13 +305,14 @@ class ConversationService:
         if max_rounds < 1:
             raise InvalidArgument("maxRounds must be at least 1")
         models = params.models or conv.models or self.default_models
-        plan = self.router.plan(models, conv.model_weights if not params.models else None,
+        plan = self.router.plan(models, params.model_weights if params.models else conv.model_weights,
                                 params.prefer_model or conv.prefer_model, conv.last_model)
         self.context.check_budget(conv, state.messages, [turn.user], self.registry.get(plan[0]), turn.tool_specs,
                                   turn.options, turn.id, origin)  # a block raises here: nothing sent or stored
         publish = self.events.publish
         publish(conv.id, p.CHAT_TURN_STARTED,
-                p.TurnStarted(conversation=conv.name, turn_id=turn.id, user=turn.user, model=plan[0]), origin)
+                p.TurnStarted(conversation=conv.name, turn_id=turn.id, user=turn.user, model=plan[0],
+                              client_ref=params.client_ref), origin)
         site = CallSite(conv_id=conv.id, conversation=conv.name, turn_id=turn.id, origin=origin, workspace=workspace)
         rules = (parse_rules(conv.params.get("toolPolicy")), self.tool_rules)
         try:
@@ -374,6 +403,13 @@ class ConversationService:
         state.streaming = None
         finished = time.time()
         spec = turn.spec
+        if conv.id == STATELESS_ID:
+            produced = [msgspec.structs.replace(m, seq=0, created_at=finished) for m in turn.pending_out()]
+            self._ended(turn, "committed")
+            return p.SendResult(
+                conversation=None, turn_id=turn.id, message=produced[-1], model_used=spec.name, usage=turn.usage,
+                cost=turn.cost, finish_reason=turn.reason, attempts=turn.attempts,
+                latency_ms=(finished - turn.started) * 1000, messages=produced)
         record = TurnRecord(id=turn.id, model=spec.name, provider=spec.provider, attempts=turn.attempts,
                             usage=turn.usage, cost=turn.cost, finish_reason=turn.reason,
                             started_at=turn.started, finished_at=finished)
@@ -386,12 +422,13 @@ class ConversationService:
         state.conv = msgspec.structs.replace(conv, last_seq=stored[-1].seq, last_model=spec.name,
                                              message_count=conv.message_count + len(stored), updated_at=finished)
         self.events.publish(conv.id, p.CONVERSATION_CHANGED, p.ConversationChanged(
-            name=conv.name, kind="turn", seq=stored[-1].seq, messages=stored), turn.origin)
+            name=conv.name, kind="turn", seq=stored[-1].seq, messages=stored, usage=turn.usage, cost=turn.cost,
+            conversation=info(state.conv)), turn.origin)
         self._ended(turn, "committed")
         return p.SendResult(
             conversation=conv.name, turn_id=turn.id, message=stored[-1], model_used=spec.name, usage=turn.usage,
             cost=turn.cost, finish_reason=turn.reason, attempts=turn.attempts,
-            latency_ms=(finished - turn.started) * 1000,
+            latency_ms=(finished - turn.started) * 1000, messages=stored[1:],
         )
 
     # ------------------------------------------------------------ context windows (chatd/windowing.py)

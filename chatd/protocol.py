@@ -199,6 +199,12 @@ class ConversationGetParams(_Wire):
     after_seq: Seq = 0
 
 
+class SubscribeParams(_Wire):
+    name: str
+    after_seq: Seq = 0
+    create: bool = False  # create the conversation if it does not exist
+
+
 class ConversationUpdateParams(_Wire):
     name: str
     new_name: str | None = None
@@ -215,8 +221,16 @@ class ConversationForkParams(_Wire):
     at_seq: Seq | None = None
 
 
+class HistoryMessage(_Wire):
+    """A message of a stateless turn's history (a client that keeps its own transcript)."""
+
+    role: Literal["user", "assistant", "tool"]
+    parts: list[Part]
+    model: str | None = None
+
+
 class ChatSendParams(_Wire):
-    conversation: str
+    conversation: str | None = None  # None: a stateless turn on `history`; nothing is stored
     text: str | None = None
     parts: list[Part] | None = None
     prefer_model: str | None = None
@@ -227,6 +241,10 @@ class ChatSendParams(_Wire):
     temperature: float | None = None
     params: dict[str, Any] | None = None
     workspace: str | None = None
+    history: list[HistoryMessage] | None = None  # stateless turns only
+    system: str | None = None  # stateless turns only
+    model_weights: list[float] | None = None  # with `models`: weights for this turn's draw
+    client_ref: str | None = None  # echoed in chat/turnStarted, so the sender can tell its own turn
 
 
 class ChatCancelParams(_Wire):
@@ -266,7 +284,7 @@ class CancelResult(_Out):
 
 
 class SendResult(_Out):
-    conversation: str
+    conversation: str | None
     turn_id: str
     message: MessageOut
     model_used: str
@@ -275,6 +293,7 @@ class SendResult(_Out):
     finish_reason: str
     attempts: list[Attempt]
     latency_ms: float
+    messages: list[MessageOut] = []  # every message the turn produced: tool calls, results, the answer
 
 
 class ModelOut(_Out):
@@ -360,6 +379,7 @@ class TurnStarted(_Out):
     turn_id: str
     user: MessageOut
     model: str
+    client_ref: str | None = None
 
 
 class ChatDelta(_Out):
@@ -414,6 +434,9 @@ class ConversationChanged(_Out):
     seq: int = 0
     messages: list[MessageOut] = []
     old_name: str | None = None
+    usage: Usage | None = None  # kind "turn": the turn's usage and cost, for every watcher
+    cost: float | None = None
+    conversation: ConversationInfo | None = None  # its settings after the change (not for "deleted")
 
 
 # ---------------------------------------------------------------- chat/batch

@@ -180,3 +180,26 @@ def test_a_late_subscriber_gets_the_turn_in_progress(daemon):
         await late.close()
 
     asyncio.run(main())
+
+
+def test_watchers_get_what_editors_need(daemon):
+    """clientRef echoes to the sender's turnStarted; every watcher gets usage, cost and the settings;
+    subscribe can create; an empty params array means no params (Lua encodes {} as [])."""
+
+    async def main():
+        a = await AsyncClient.connect(daemon.socket)
+        w = await AsyncClient.connect(daemon.socket)
+        sub = await w.request("conversation/subscribe", {"name": "ed", "create": True})
+        assert sub["conversation"]["name"] == "ed" and sub["messages"] == []
+        assert (await a.request("daemon/status", []))["pid"] == daemon.proc.pid
+        r = await a.request("chat/send", {"conversation": "ed", "text": "hi", "clientRef": "nvim-1"})
+        events = await _events_until(w, "chat/turnEnded")
+        started = next(prm for m, prm in events if m == "chat/turnStarted")
+        changed = next(prm for m, prm in events if m == "conversation/changed")
+        assert started["clientRef"] == "nvim-1"
+        assert changed["usage"] == r["usage"] and changed["cost"] == r["cost"]
+        assert changed["conversation"]["lastSeq"] == 2 and changed["conversation"]["lastModel"] == "echo"
+        await a.close()
+        await w.close()
+
+    asyncio.run(main())

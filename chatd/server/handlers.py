@@ -45,7 +45,7 @@ def method(name: str, params_type: type | None = None):
 def _convert(params: Any, params_type: type | None) -> Any:
     if params_type is None:
         return params
-    if params is None:
+    if params is None or params == []:  # Lua's vim.json encodes an empty table as []
         params = {}
     elif type(params) is list:
         raise msgspec.ValidationError("chatd methods take named params (a JSON object)")
@@ -193,9 +193,11 @@ def conversation_fork(conn: Connection, params: p.ConversationForkParams) -> p.C
     return p.ConversationResult(conversation=info(_daemon(conn).service.fork(params)))
 
 
-@method(p.CONVERSATION_SUBSCRIBE, p.ConversationGetParams)
-def conversation_subscribe(conn: Connection, params: p.ConversationGetParams) -> Any:
+@method(p.CONVERSATION_SUBSCRIBE, p.SubscribeParams)
+def conversation_subscribe(conn: Connection, params: p.SubscribeParams) -> Any:
     d = _daemon(conn)
+    if params.create and params.name != p.WILDCARD and d.store.get(params.name) is None:
+        d.service.create(p.ConversationCreateParams(name=params.name))
     if params.name == p.WILDCARD:
         d.hub.subscribe(None, conn)
         return p.ConversationListResult(conversations=[info(c) for c in d.service.list(None, 10_000)])

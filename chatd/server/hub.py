@@ -47,7 +47,7 @@ class Hub:
 
     def publish(self, conv_id: int, method: str, params: Any, origin: Any = None) -> None:
         subs = self._subs.get(conv_id)
-        wildcard = self._wildcard if method not in _NOT_FOR_WILDCARD else ()
+        wildcard = self._wildcard if method not in _NOT_FOR_WILDCARD and conv_id >= 0 else ()  # <0: stateless
         if not subs and not wildcard and origin is None:
             return
         body = p.encode({"jsonrpc": "2.0", "method": method, "params": params})
