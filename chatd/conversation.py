@@ -23,7 +23,7 @@ import msgspec
 
 from chatd import protocol as p
 from chatd.errors import (
-    AlreadyExists, ConversationNotFound, InvalidArgument, ShuttingDown, TurnFailed,
+    AlreadyExists, ChatdError, ConversationNotFound, InvalidArgument, ShuttingDown, TurnFailed,
 )
 from chatd.models import ModelRegistry
 from chatd.providers.base import (
@@ -340,7 +340,7 @@ class ConversationService:
             self._ended(turn, "cancelled")
             raise
         except Exception as err:
-            self._ended(turn, "failed", err.message if isinstance(err, TurnFailed) else "internal error")
+            self._ended(turn, "failed", err.message if isinstance(err, ChatdError) else "internal error")
             raise
         finally:
             state.streaming = None

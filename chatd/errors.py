@@ -6,7 +6,8 @@
     ├── InvalidArgument     well-formed params with a bad value   -32602
     ├── TurnFailed          every attempt of a turn failed        -32004
     ├── LimitExceeded       a resource limit refused the request  -32005
-    └── ShuttingDown        the daemon is stopping                -32006
+    ├── ShuttingDown        the daemon is stopping                -32006
+    └── StorageError        the store could not be written        -32007 (disk full, locked, read-only)
 
 The message is the one line a user sees; it never carries a key or a prompt. The server layer maps
 these to JSON-RPC errors once; nothing below it knows about JSON-RPC.
@@ -66,3 +67,7 @@ class ShuttingDown(ChatdError):
 
     def __init__(self) -> None:
         super().__init__("chatd is shutting down")
+
+
+class StorageError(ChatdError):
+    code = p.STORAGE_ERROR

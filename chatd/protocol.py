@@ -71,6 +71,7 @@ MODEL_NOT_FOUND = -32003
 TURN_FAILED = -32004
 LIMIT_EXCEEDED = -32005
 SHUTTING_DOWN = -32006
+STORAGE_ERROR = -32007
 
 Seq = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
 """A message sequence number as a param: SQLite's int64 range, never negative."""

@@ -19,6 +19,7 @@ from typing import Any
 import msgspec
 
 from chatd import protocol as p
+from chatd.errors import StorageError
 from chatd.store import schema
 
 _parts_decoder = msgspec.json.Decoder(list[p.Part])
@@ -103,7 +104,7 @@ class Store:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA foreign_keys=ON")
-        self._db.execute("PRAGMA busy_timeout=5000")
+        self._db.execute("PRAGMA busy_timeout=1000")
         schema.migrate(self._db)
 
     def close(self) -> None:
@@ -133,12 +134,13 @@ class Store:
         params: dict[str, Any] | None = None,
     ) -> Conversation:
         now = time.time()
-        cur = self._db.execute(
-            "INSERT INTO conversations (name, system, models, model_weights, prefer_model, params,"
-            " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (name, system, _json(models or []), _json(model_weights) if model_weights else None,
-             prefer_model, _json(params or {}), now, now),
-        )
+        with self._transaction():
+            cur = self._db.execute(
+                "INSERT INTO conversations (name, system, models, model_weights, prefer_model, params,"
+                " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (name, system, _json(models or []), _json(model_weights) if model_weights else None,
+                 prefer_model, _json(params or {}), now, now),
+            )
         return self.get_by_id(cur.lastrowid)  # type: ignore[return-value]
 
     def list(self, query: str | None = None, limit: int = 100) -> list[Conversation]:
@@ -163,11 +165,13 @@ class Store:
             args.append(_json(value) if key in ("models", "model_weights", "params") and value is not None else value)
         cols.append("updated_at = ?")
         args.append(time.time())
-        self._db.execute(f"UPDATE conversations SET {', '.join(cols)} WHERE id = ?", (*args, conv_id))
+        with self._transaction():
+            self._db.execute(f"UPDATE conversations SET {', '.join(cols)} WHERE id = ?", (*args, conv_id))
         return self.get_by_id(conv_id)  # type: ignore[return-value]
 
     def delete(self, conv_id: int) -> None:
-        self._db.execute("DELETE FROM conversations WHERE id = ?", (conv_id,))
+        with self._transaction():
+            self._db.execute("DELETE FROM conversations WHERE id = ?", (conv_id,))
 
     def clear(self, conv_id: int) -> Conversation:
         with self._transaction():
@@ -261,22 +265,51 @@ class Store:
         return out
 
     def _transaction(self) -> "_Tx":
-        return _Tx(self._db)
+        return _Tx(self._db, self.path)
 
 
 class _Tx:
-    """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception (including cancellation)."""
+    """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception (including cancellation and a COMMIT
+    that fails: SQLite keeps such a transaction open). Storage failures leave as StorageError."""
 
-    __slots__ = ("_db",)
+    __slots__ = ("_db", "_path", "_outer")
 
-    def __init__(self, db: sqlite3.Connection) -> None:
+    def __init__(self, db: sqlite3.Connection, path: str) -> None:
         self._db = db
+        self._path = path
+        self._outer = False
 
     def __enter__(self) -> None:
-        self._db.execute("BEGIN IMMEDIATE")
+        self._outer = not self._db.in_transaction  # nested: part of the enclosing transaction
+        if not self._outer:
+            return
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise storage_error(exc, self._path) from None
 
     def __exit__(self, exc_type, exc, tb) -> None:
+        if not self._outer:
+            return
         if exc_type is None:
-            self._db.execute("COMMIT")
-        else:
-            self._db.execute("ROLLBACK")
+            try:
+                self._db.execute("COMMIT")
+                return
+            except sqlite3.Error as commit_error:
+                self._rollback()
+                raise storage_error(commit_error, self._path) from None
+        self._rollback()
+        if exc_type is not None and issubclass(exc_type, sqlite3.OperationalError):
+            raise storage_error(exc, self._path) from None
+
+    def _rollback(self) -> None:
+        if self._db.in_transaction:
+            try:
+                self._db.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+
+
+def storage_error(exc: BaseException, path: str) -> StorageError:
+    """One clear line for a failed write: the reason SQLite gives, and where the store is."""
+    return StorageError(f"the store could not be written ({exc}); history before this is intact: {path}")
