@@ -208,6 +208,22 @@ class ConversationService:
                                                                                    conversation=info(fork)))
         return fork
 
+    def import_conversation(self, params: p.ConversationImportParams) -> Conversation:
+        """A conversation from an export document (`chatd export`), stored as it was: seqs, turn ids, times."""
+        doc, name = params.document, params.name or params.document.conversation.name
+        _check_name(name)
+        self._check_models(doc.conversation.models, doc.conversation.model_weights, doc.conversation.prefer_model)
+        self._check_params(doc.conversation.params)
+        seqs = [m.seq for m in doc.messages]
+        if any(b <= a for a, b in zip(seqs, seqs[1:])):
+            raise InvalidArgument("the document's message seqs must be strictly increasing")
+        if self.store.get(name) is not None:
+            raise AlreadyExists(name)
+        conv = self.store.import_conversation(name, doc)
+        self.events.publish(conv.id, p.CONVERSATION_CHANGED, p.ConversationChanged(name=conv.name, kind="created",
+                                                                                   conversation=info(conv)))
+        return conv
+
     @staticmethod
     def _check_params(params: dict[str, Any] | None) -> None:
         if params and "toolPolicy" in params:

@@ -755,3 +755,49 @@ def _content_length(headers: bytes) -> int | None:
                 return None
             length = int(value)
     return length
+
+
+# ---------------------------------------------------------------- conversation/import (the export format)
+CONVERSATION_IMPORT = "conversation/import"
+EXPORT_FORMAT = "chatd.conversation"
+EXPORT_VERSION = 1
+
+
+class _Doc(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
+    """Base of the export document: every field always written (no defaults omitted), unknown ones refused."""
+
+
+class ExportedConversation(_Doc):
+    name: str
+    system: str | None = None
+    models: list[str] = []
+    model_weights: list[float] | None = None
+    prefer_model: str = "last"
+    params: dict[str, Any] = {}
+    last_model: str | None = None
+    last_seq: Seq = 0  # may exceed the last message's seq (a clear never reuses seqs)
+    created_at: float = 0.0
+    updated_at: float = 0.0
+
+
+class ExportedMessage(_Doc):
+    seq: Annotated[int, msgspec.Meta(ge=1, le=2**63 - 1)]
+    role: Role
+    parts: list[Part]
+    model: str | None = None
+    turn_id: str | None = None
+    created_at: float = 0.0
+
+
+class ExportDocument(_Doc):
+    """`chatd export NAME` writes this; `conversation/import` (and `chatd import FILE`) reads it back."""
+
+    format: Literal["chatd.conversation"]
+    version: Literal[1]
+    conversation: ExportedConversation
+    messages: list[ExportedMessage] = []
+
+
+class ConversationImportParams(_Wire):
+    document: ExportDocument
+    name: str | None = None  # import under this name instead of the document's

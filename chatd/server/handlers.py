@@ -314,3 +314,9 @@ def conversation_search(conn: Connection, params: p.ConversationSearchParams) ->
     hits = service.context.db.search(params.query, params.limit, conv_id)
     return p.SearchResult(results=[p.SearchHit(conversation=h.conversation, seq=h.seq, role=h.role,
                                                snippet=h.snippet, created_at=h.created_at) for h in hits])
+
+
+# ---------------------------------------------------------------- import (the export format: docs/protocol.md)
+@method(p.CONVERSATION_IMPORT, p.ConversationImportParams)
+def conversation_import(conn: Connection, params: p.ConversationImportParams) -> p.ConversationResult:
+    return p.ConversationResult(conversation=info(_daemon(conn).service.import_conversation(params)))

@@ -248,6 +248,28 @@ class Store:
             )
         return out
 
+    def import_conversation(self, name: str, doc: p.ExportDocument) -> Conversation:
+        """Insert an exported conversation whole, in one transaction: its settings, counters and times, and
+        its messages with their own seqs, turn ids and times (`conversation/import`). Turn provenance is not
+        part of the format, so nothing is added to the spend ledger."""
+        c = doc.conversation
+        last_seq = max([c.last_seq, *(m.seq for m in doc.messages)])
+        with self._transaction():
+            conv_id = self._db.execute(
+                "INSERT INTO conversations (name, system, models, model_weights, prefer_model, params, last_model,"
+                " last_seq, message_count, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (name, c.system, _json(c.models), _json(c.model_weights) if c.model_weights else None,
+                 c.prefer_model, _json(c.params), c.last_model, last_seq, len(doc.messages), c.created_at,
+                 c.updated_at),
+            ).lastrowid
+            self._db.executemany(
+                "INSERT INTO messages (conversation_id, seq, role, text, parts, model, turn_id, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [(conv_id, m.seq, m.role, text_of(m.parts), _json(m.parts), m.model, m.turn_id, m.created_at)
+                 for m in doc.messages],
+            )
+        return self.get_by_id(conv_id)  # type: ignore[return-value, arg-type]
+
     def turn(self, conv_id: int, turn_id: str) -> dict[str, Any] | None:
         """A turn's provenance: model, provider, attempts, usage, cost, finish reason, timing."""
         row = self._db.execute(
