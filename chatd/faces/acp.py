@@ -146,6 +146,9 @@ class AcpAgent:
             return self._reply(msg_id, error=AcpError(code, exc.message, {"chatdCode": exc.code}))
         except (KeyError, TypeError, AttributeError) as exc:
             return self._reply(msg_id, error=AcpError(p.INVALID_PARAMS, f"invalid params: {exc!r}"))
+        except Exception as exc:  # every request gets exactly one reply
+            log.exception("acp: %s failed", method)
+            return self._reply(msg_id, error=AcpError(p.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}"))
         self._reply(msg_id, result)
 
     def _methods(self) -> dict[str, Callable[[dict[str, Any]], Any]]:

@@ -200,13 +200,18 @@ class HttpFace:
                 except HttpError as exc:
                     writer.write(json_response(exc.status, exc.body(), req.keep_alive, _auth_header(exc)))
                     keep = req.keep_alive
+                except (ConnectionError, asyncio.IncompleteReadError):
+                    raise
+                except Exception:
+                    log.exception("HTTP face: %s %s failed", req.method, req.path)
+                    failure = HttpError(500, "internal error (see the daemon log)", kind="api_error")
+                    writer.write(json_response(500, failure.body(), False))
+                    keep = False
                 await writer.drain()
                 if not keep:
                     return
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
-        except Exception:
-            log.exception("HTTP face: request failed")
         finally:
             self._tasks.discard(task)
             writer.close()
