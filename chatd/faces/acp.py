@@ -358,13 +358,11 @@ async def serve(socket_path: str, *, tools: list[str] | None = None, models: lis
     loop = asyncio.get_running_loop()
     daemon = await AsyncClient.connect(socket_path)
     await daemon.request(p.INITIALIZE, {"clientInfo": {"name": "chatd-acp"}, "capabilities": {"toolApproval": True}})
-    stdin = asyncio.StreamReader(limit=MAX_LINE)
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdin), os.fdopen(os.dup(0), "rb"))
-    out, _ = await loop.connect_write_pipe(asyncio.Protocol, os.fdopen(os.dup(1), "wb"))
+    stdin = await _stdin_reader(loop)
+    write_bytes = await _stdout_writer(loop)
 
     def write(msg: dict[str, Any]) -> None:
-        if not out.is_closing():
-            out.write(p.encode(msg) + b"\n")
+        write_bytes(p.encode(msg) + b"\n")
 
     agent = AcpAgent(daemon, write, tools=tools, models=models)
     tasks: set[asyncio.Task[None]] = set()
@@ -388,11 +386,38 @@ async def serve(socket_path: str, *, tools: list[str] | None = None, models: lis
 
     editor, gone = asyncio.ensure_future(read_editor()), asyncio.ensure_future(daemon_gone())
     await asyncio.wait({editor, gone}, return_when=asyncio.FIRST_COMPLETED)
-    agent.close()
+    agent.close()  # nobody is left to answer a permission request: each counts as refused
     if gone.done():
         print("chatd acp: lost the daemon", file=sys.stderr)
+    elif tasks:  # stdin closed: answer what is in flight (as `chatd stdio` does), unless the daemon goes
+        await asyncio.wait({gone, asyncio.ensure_future(asyncio.wait(set(tasks)))},
+                           return_when=asyncio.FIRST_COMPLETED)
     for task in (editor, gone, *tasks):
         task.cancel()
     await daemon.close()
-    out.close()
     return 1 if gone.done() and not editor.done() else 0
+
+
+async def _stdin_reader(loop: asyncio.AbstractEventLoop) -> asyncio.StreamReader:
+    """stdin as a StreamReader: a pipe or socket directly, a regular file (tests, replays) by a thread."""
+    reader = asyncio.StreamReader(limit=MAX_LINE)
+    try:
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(os.dup(0), "rb"))
+    except ValueError:
+        def pump() -> None:
+            with os.fdopen(os.dup(0), "rb") as f:
+                while chunk := f.read1(65536):
+                    loop.call_soon_threadsafe(reader.feed_data, chunk)
+            loop.call_soon_threadsafe(reader.feed_eof)
+
+        loop.run_in_executor(None, pump)
+    return reader
+
+
+async def _stdout_writer(loop: asyncio.AbstractEventLoop) -> Callable[[bytes], None]:
+    try:
+        out, _ = await loop.connect_write_pipe(asyncio.Protocol, os.fdopen(os.dup(1), "wb"))
+    except ValueError:  # a regular file: plain blocking writes are fine
+        stream = os.fdopen(os.dup(1), "wb", buffering=0)
+        return stream.write
+    return lambda data: None if out.is_closing() else out.write(data)
