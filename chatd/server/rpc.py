@@ -253,8 +253,9 @@ def _short(exc: Exception) -> str:
 class Connection:
     """A client connection over any byte transport; writes are framed as the client framed its first frame.
 
-    Output to a slow reader is bounded: above the high-water mark the transport pauses us, and while
-    paused the `chat/delta`s for each turn are merged into one (nothing is lost, fewer messages are sent);
+    Output to a slow reader is bounded: above the high-water mark the transport pauses us; we stop
+    reading that client's requests until it catches up, and the `chat/delta`s for each turn are merged
+    into one meanwhile (nothing is lost, fewer messages are sent);
     a client that stays paused past `stuck_timeout`, or lets `hard_cap` bytes pile up, is disconnected
     with a log line. The daemon, the provider stream and every other client go on regardless.
     """
@@ -305,11 +306,18 @@ class Connection:
     # ------------------------------------------------------------ backpressure
     def pause_writing(self) -> None:
         self.paused = True
+        # Flow control: a client that sends faster than it reads waits for its replies to drain.
+        pause_reading = getattr(self._transport, "pause_reading", None)
+        if pause_reading is not None and not self.closing:
+            pause_reading()
         if self.limits is not None and self._stuck_timer is None:
             self._stuck_timer = asyncio.get_running_loop().call_later(self.limits.stuck_client_timeout, self._stuck)
 
     def resume_writing(self) -> None:
         self.paused = False
+        resume_reading = getattr(self._transport, "resume_reading", None)
+        if resume_reading is not None and not self.closing:
+            resume_reading()
         if self._stuck_timer is not None:
             self._stuck_timer.cancel()
             self._stuck_timer = None
