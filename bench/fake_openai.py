@@ -84,7 +84,6 @@ class _Stream(msgspec.Struct):
 
 
 _STREAMS: dict[tuple[str, int, bool], _Stream] = {}
-WORD = "tok "
 
 
 def stream_bytes(model: str, n: int, usage: bool) -> _Stream:
@@ -92,7 +91,8 @@ def stream_bytes(model: str, n: int, usage: bool) -> _Stream:
     s = _STREAMS.get(key)
     if s is None:
         created = int(time.time())
-        content = [_chunk(model, created, {"content": WORD}) for _ in range(n)]
+        # distinct tokens: litellm rejects a stream that repeats one chunk ("the model is repeating")
+        content = [_chunk(model, created, {"content": f"w{i} "}) for i in range(n)]
         tail = _chunk(model, created, {}, "stop")
         if usage:
             tail += _chunk(model, created, {}, None, {"prompt_tokens": 9, "completion_tokens": n, "total_tokens": 9 + n})
@@ -105,7 +105,7 @@ def stream_bytes(model: str, n: int, usage: bool) -> _Stream:
 def completion_bytes(model: str, n: int) -> bytes:
     body = _encode({"id": "chatcmpl-fake", "object": "chat.completion", "created": int(time.time()), "model": model,
                     "system_fingerprint": "fp_fake",
-                    "choices": [{"index": 0, "message": {"role": "assistant", "content": WORD * n, "refusal": None},
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": "".join(f"w{i} " for i in range(n)), "refusal": None},
                                  "logprobs": None, "finish_reason": "stop"}],
                     "usage": {"prompt_tokens": 9, "completion_tokens": n, "total_tokens": 9 + n}})
     return b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body)

@@ -5,6 +5,8 @@
     python bench/peer_worker.py turns LIB URL MODEL COUNT          -> {"us", "first_us", "deltas"} (streamed)
     python bench/peer_worker.py concurrent LIB URL MODEL N INFLIGHT -> {"wall", "ok", "errors"}
     python bench/peer_worker.py fail LIB URL MODEL COUNT           -> {"us": until the error surfaces}
+    python bench/peer_worker.py suite LIB URL TURN,STREAM,FAIL N_TURNS N_STREAM N_CONC N_FAIL
+                                   -> all four in one process (one import of the library per round)
 
 LIB: openai | litellm | lmdeluge | llm. Import time is paid once per process, before any timing.
 """
@@ -159,7 +161,22 @@ async def fail(peer: Peer, count: int) -> dict:
     return {"us": us}
 
 
+async def suite(lib: str, url: str, models: list[str], n_turns: int, n_stream: int, n_conc: int,
+                n_fail: int) -> dict:
+    turn, stream, failing = models
+    out = {"turns": await turns(Peer(lib, url, turn), n_turns)}
+    if lib != "lmdeluge":  # lm-deluge's client has no streaming API
+        out["stream"] = await turns(Peer(lib, url, stream), n_stream)
+    out["concurrent"] = await concurrent(Peer(lib, url, turn), n_conc, 100)
+    out["fail"] = await fail(Peer(lib, url, failing), n_fail)
+    return out
+
+
 def main(argv: list[str]) -> None:
+    if argv[0] == "suite":
+        out = asyncio.run(suite(argv[1], argv[2], argv[3].split(","), *map(int, argv[4:8])))
+        sys.stdout.write("\n" + json.dumps(out))
+        return
     cmd, lib, url, model = argv[:4]
     peer = Peer(lib, url, model)
     if cmd == "turns":
