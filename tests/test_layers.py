@@ -21,6 +21,8 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "chatd/providers/": ("pygls", "lsprotocol", "chatd.config", "chatd.store", "chatd.server",
                          "chatd.conversation", "chatd.tools.", "chatd.paths", "platformdirs", "os.environ"),
     "chatd/tools/": ("chatd.providers", "chatd.server"),
+    "chatd/faces/": ("chatd.providers", "chatd.server", "chatd.conversation", "chatd.store", "chatd.routing",
+                     "chatd.tools.", "httpx", "pygls"),
     "chatd/server/": ("httpx", "chatd.providers.openai", "chatd.providers.anthropic", "chatd.providers.gemini"),
     "clients/python/": ("pygls", "lsprotocol", "httpx", "chatd.server", "chatd.conversation", "chatd.store",
                         "chatd.providers", "chatd.app", "chatd.routing", "chatd.models", "chatd.tools.",
@@ -83,3 +85,13 @@ def test_client_library_imports_no_engine():
             "print(','.join(bad))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_every_package_is_in_the_distribution():
+    """A package missing from pyproject's list works in the editable checkout and breaks in a wheel."""
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {init.parent.relative_to(ROOT).as_posix().replace("/", ".") for init in ROOT.glob("chatd/**/__init__.py")}
+    found.add("chatd_client")
+    assert found == listed
