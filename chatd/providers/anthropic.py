@@ -2,8 +2,8 @@
 
 Pure parts: `build_request` (transcript -> JSON body) and `AnthropicStreamParser` (SSE events -> neutral
 events). `AnthropicProvider.stream` is the only I/O: one streamed POST over an injected httpx client.
-`post_sse` (also used by the Gemini adapter) owns the HTTP part every SSE provider shares: status
-classification, error bodies scrubbed of the key, and httpx's exceptions mapped to `ProviderError`.
+The HTTP part every SSE provider shares (status classification, error bodies scrubbed of the key,
+httpx's exceptions mapped to `ProviderError`) is `transport.post_sse`.
 
 Transcript mapping:
 - `system` is top level; stored `system` role messages are appended to it.
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from typing import Any, AsyncIterator, Callable, Iterable
+from typing import Any, AsyncIterator
 
 import httpx
 import msgspec
@@ -29,7 +29,7 @@ from chatd.providers.base import (
     Event, Finish, ProviderError, ProviderRequest, TextDelta, ThinkingEvent, ToolCallEvent, UsageEvent,
     http_error, scrub,
 )
-from chatd.providers.sse import SSEParser
+from chatd.providers.transport import error_message_of, post_sse
 
 ANTHROPIC_VERSION = "2023-06-01"
 REDACTED_PREFIX = "redacted_thinking:"
@@ -50,55 +50,6 @@ _encode = msgspec.json.encode
 
 
 # ---------------------------------------------------------------- shared HTTP + SSE plumbing
-async def post_sse(http: httpx.AsyncClient, url: str, *, headers: dict[str, str], body: dict[str, Any],
-                   secrets: Iterable[str | None], error_from_body: Callable[[int, bytes, Any], ProviderError],
-                   provider: str) -> AsyncIterator[list[tuple[str | None, str]]]:
-    """POST `body`, then yield the SSE events of each received chunk. Every failure is a `ProviderError`
-    whose text never contains a secret."""
-    secrets = tuple(s for s in secrets if s)
-    try:
-        async with http.stream("POST", url, headers=headers, content=_encode(body)) as resp:
-            if resp.status_code >= 400:
-                raw = await resp.aread()
-                err = error_from_body(resp.status_code, raw, resp.headers)
-                err.message = scrub(err.message, secrets)
-                err.args = (err.message,)
-                raise err
-            parser = SSEParser()
-            async for chunk in resp.aiter_bytes():
-                events = parser.feed(chunk)
-                if events:
-                    yield events
-            tail = parser.flush()
-            if tail:
-                yield tail
-    except ProviderError:
-        raise
-    except httpx.TimeoutException as exc:
-        raise ProviderError("timeout", f"{provider}: request timed out ({type(exc).__name__})") from None
-    except (httpx.TransportError, httpx.StreamError) as exc:
-        raise ProviderError("connection", scrub(f"{provider}: connection failed ({type(exc).__name__}: {exc})",
-                                                secrets)) from None
-
-
-def error_message_of(raw: bytes) -> tuple[str, dict[str, Any]]:
-    """The provider's own message from a JSON error body ({"error": {"message": ...}}, possibly wrapped
-    in a list), and the error object; the raw text (truncated) when the body is not that."""
-    try:
-        body = _decode(raw)
-    except msgspec.DecodeError:
-        return raw[:500].decode("utf-8", "replace").strip() or "(empty error body)", {}
-    if isinstance(body, list) and body:
-        body = body[0]
-    error = body.get("error") if isinstance(body, dict) else None
-    if isinstance(error, dict) and isinstance(error.get("message"), str):
-        return error["message"], error
-    if isinstance(error, str):
-        return error, {}
-    return raw[:500].decode("utf-8", "replace"), {}
-
-
-# ---------------------------------------------------------------- request building
 def modern_model(api_model: str) -> bool:
     return bool(_MODERN.search(api_model))
 
@@ -360,10 +311,9 @@ class AnthropicProvider:
         chunks = post_sse(self._http, self._url, headers=self._headers, body=build_request(request),
                           secrets=(self._key,), error_from_body=error_from_body, provider=self.name)
         try:
-            async for events in chunks:
-                for event, data in events:
-                    for out in parser.feed(event, data):
-                        yield out
+            async for event, data in chunks:
+                for out in parser.feed(event, data):
+                    yield out
                 if parser.done:
                     break
         except ProviderError as err:

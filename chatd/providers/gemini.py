@@ -28,7 +28,7 @@ import httpx
 import msgspec
 
 from chatd import protocol as p
-from chatd.providers.anthropic import error_message_of, post_sse
+from chatd.providers.transport import error_message_of, post_sse
 from chatd.providers.base import (
     Event, Finish, ProviderError, ProviderRequest, TextDelta, ThinkingEvent, ToolCallEvent, UsageEvent,
     http_error, scrub,
@@ -345,10 +345,9 @@ class GeminiProvider:
                           body=build_request(request), secrets=(self._key,), error_from_body=error_from_body,
                           provider=self.name)
         try:
-            async for events in chunks:
-                for _event, data in events:
-                    for out in parser.feed(data):
-                        yield out
+            async for _event, data in chunks:
+                for out in parser.feed(data):
+                    yield out
             tail = parser.finish()
         except ProviderError as err:
             err.message = scrub(err.message, (self._key,))

@@ -3,7 +3,7 @@
 Pure parts: `build_request(request, dialect)` makes the JSON body from the neutral transcript, and
 `ChatStream.feed(data)` turns one SSE `data:` payload into neutral events (`ChatStream.end()` closes the
 turn). `OpenAIChatProvider.stream()` is the only I/O: one `http.stream("POST", ...)` over the injected
-client, raw byte chunks into `SSEParser`. `post_sse()` is shared with the Responses adapter.
+client, raw byte chunks into `SSEParser`. `error_from_body()` is shared with the Responses adapter.
 
 Errors, mapped once here: HTTP status -> `base.http_error` with the provider's own message; an `error`
 object inside a 200 stream, a malformed chunk, or EOF before a finish -> ProviderError("stream");
@@ -17,7 +17,7 @@ import hashlib
 import json
 from contextlib import aclosing
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Iterable
+from typing import Any, AsyncIterator
 
 import httpx
 import msgspec
@@ -27,7 +27,7 @@ from chatd.providers.base import (
     Event, Finish, ProviderError, ProviderRequest, TextDelta, ThinkingEvent, ToolCallEvent, UsageEvent,
     http_error, scrub,
 )
-from chatd.providers.sse import SSEParser
+from chatd.providers.transport import post_sse
 
 
 @dataclass(frozen=True, slots=True)
@@ -343,54 +343,13 @@ class ChatStream:
 
 
 # ---------------------------------------------------------------- I/O
-async def post_sse(http: httpx.AsyncClient, url: str, body: dict[str, Any], headers: dict[str, str],
-                   secrets: Iterable[str | None]) -> AsyncIterator[tuple[str | None, str]]:
-    """POST a JSON body and yield the SSE events of a 2xx reply; every failure as a ProviderError."""
-    secrets = tuple(s for s in secrets if s)
-    received = False
+def error_from_body(status: int, raw: bytes, headers: Any) -> ProviderError:
+    """An OpenAI(-compatible) error body, classified by status."""
     try:
-        async with http.stream("POST", url, content=msgspec.json.encode(body), headers=headers) as resp:
-            if resp.status_code >= 300:
-                raw = await resp.aread()
-                try:
-                    message = error_text(json.loads(raw))
-                except ValueError:
-                    message = raw.decode("utf-8", "replace").strip()[:500] or resp.reason_phrase
-                raise http_error(resp.status_code, scrub(message, secrets), resp.headers)
-            parser = SSEParser()
-            async for chunk in resp.aiter_bytes():
-                received = True
-                for item in parser.feed(chunk):
-                    yield item
-            for item in parser.flush():
-                yield item
-    except ProviderError:
-        raise
-    except httpx.HTTPError as err:
-        if _is_timeout(err):
-            raise ProviderError("timeout", scrub(f"timed out talking to {_host(url)} ({type(err).__name__})",
-                                                 secrets)) from None
-        kind = "stream" if received else "connection"
-        raise ProviderError(kind, scrub(f"{type(err).__name__} talking to {_host(url)}: {err}", secrets)) from None
-    except (OSError, ValueError, UnicodeError) as err:
-        kind = "stream" if received else "connection"
-        raise ProviderError(kind, scrub(f"{type(err).__name__}: {err}", secrets)) from None
-
-
-def _is_timeout(err: httpx.HTTPError) -> bool:
-    """httpx's own timeouts; through the aiohttp transport, only those caused by a real timeout
-    (it maps every aiohttp connection error, a refused connect included, to ConnectTimeout)."""
-    if not isinstance(err, httpx.TimeoutException):
-        return False
-    cause = err.__cause__
-    return cause is None or isinstance(cause, TimeoutError) or type(cause).__module__.startswith(("httpcore", "anyio"))
-
-
-def _host(url: str) -> str:
-    try:
-        return httpx.URL(url).host or url
-    except Exception:
-        return "the provider"
+        message = error_text(json.loads(raw))
+    except ValueError:
+        message = raw.decode("utf-8", "replace").strip()[:500] or f"HTTP {status}"
+    return http_error(status, message, headers)
 
 
 def auth_headers(api_key: str | None, extra: dict[str, str] | None) -> dict[str, str]:
@@ -421,7 +380,8 @@ class OpenAIChatProvider:
         body = build_request(request, self.dialect)
         state = ChatStream()
         try:
-            async with aclosing(post_sse(self.http, self.url, body, self._headers, (self._key,))) as events:
+            async with aclosing(post_sse(self.http, self.url, body=body, headers=self._headers, secrets=(self._key,),
+                                         error_from_body=error_from_body, provider=self.name)) as events:
                 async for _event, data in events:
                     for ev in state.feed(data):
                         yield ev

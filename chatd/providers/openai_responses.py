@@ -20,8 +20,9 @@ from chatd import protocol as p
 from chatd.providers.base import (
     Event, Finish, ProviderError, ProviderRequest, TextDelta, ThinkingEvent, ToolCallEvent, UsageEvent,
 )
+from chatd.providers.transport import post_sse
 from chatd.providers.openai_chat import (
-    IdMap, OpenAIChatProvider, _json_schema, auth_headers, error_text, post_sse, scrubbed, tool_output_text,
+    IdMap, OpenAIChatProvider, _json_schema, auth_headers, error_from_body, error_text, scrubbed, tool_output_text,
 )
 
 
@@ -223,7 +224,8 @@ class OpenAIResponsesProvider:
         body = build_request(request, self.name)
         state = ResponsesStream()
         try:
-            async with aclosing(post_sse(self.http, self.url, body, self._headers, (self._key,))) as events:
+            async with aclosing(post_sse(self.http, self.url, body=body, headers=self._headers, secrets=(self._key,),
+                                         error_from_body=error_from_body, provider=self.name)) as events:
                 async for event, data in events:
                     for ev in state.feed(event, data):
                         yield ev

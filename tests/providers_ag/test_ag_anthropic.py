@@ -281,9 +281,9 @@ def test_stream_cut_short_dropped_stalled_and_refused(fake):
     fake.script(Reply(pieces=[head]))  # a clean end without message_stop
     _, err = run(AnthropicProvider, fake.url, request(SPEC, [user(1, "hi")]))
     assert err.kind == "stream" and "message_stop" in err.message
-    fake.script(Reply(pieces=[head], drop=True))  # the socket closes mid-body
+    fake.script(Reply(pieces=[head], drop=True))  # the socket closes mid-body: the stream broke
     _, err = run(AnthropicProvider, fake.url, request(SPEC, [user(1, "hi")]))
-    assert err.kind == "connection"
+    assert err.kind == "stream"
     fake.script(Reply(pieces=[head], stall=True))  # the server stops talking
     _, err = run(AnthropicProvider, fake.url, request(SPEC, [user(1, "hi")]), timeout=0.3)
     assert err.kind == "timeout"

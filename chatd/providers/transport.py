@@ -1,0 +1,85 @@
+"""The HTTP part every SSE provider shares: POST a JSON body, classify a failed status from the body,
+parse the 2xx stream from raw byte chunks, and turn every transport failure into a ProviderError whose
+text carries no secret. Adapters supply only their URL, headers and error-body reader."""
+
+from __future__ import annotations
+
+from typing import Any, AsyncIterator, Callable, Iterable
+
+import httpx
+import msgspec
+
+from chatd.providers.base import ProviderError, scrub
+from chatd.providers.sse import SSEParser
+
+ErrorFromBody = Callable[[int, bytes, Any], ProviderError]
+
+
+async def post_sse(http: httpx.AsyncClient, url: str, *, body: dict[str, Any], headers: dict[str, str],
+                   secrets: Iterable[str | None], error_from_body: ErrorFromBody,
+                   provider: str) -> AsyncIterator[tuple[str | None, str]]:
+    """POST `body` and yield the (event, data) pairs of a 2xx reply; every failure as a ProviderError.
+
+    A failure before any byte of the reply is a `connection` error, after it a `stream` error (the
+    reply broke mid-way), and a real timeout a `timeout`."""
+    secrets = tuple(s for s in secrets if s)
+    received = False
+    try:
+        async with http.stream("POST", url, content=msgspec.json.encode(body), headers=headers) as resp:
+            if resp.status_code >= 300:
+                raw = await resp.aread()
+                err = error_from_body(resp.status_code, raw, resp.headers)
+                raise ProviderError(err.kind, scrub(err.message, secrets), status=err.status,
+                                    retry_after=err.retry_after)
+            parser = SSEParser()
+            async for chunk in resp.aiter_bytes():
+                received = True
+                for item in parser.feed(chunk):
+                    yield item
+            for item in parser.flush():
+                yield item
+    except ProviderError:
+        raise
+    except httpx.HTTPError as err:
+        if is_timeout(err):
+            raise ProviderError("timeout", scrub(f"{provider}: timed out talking to {host_of(url)}"
+                                                 f" ({type(err).__name__})", secrets)) from None
+        kind = "stream" if received else "connection"
+        raise ProviderError(kind, scrub(f"{provider}: {type(err).__name__} talking to {host_of(url)}: {err}",
+                                        secrets)) from None
+    except (OSError, ValueError, UnicodeError) as err:
+        kind = "stream" if received else "connection"
+        raise ProviderError(kind, scrub(f"{provider}: {type(err).__name__}: {err}", secrets)) from None
+
+
+def is_timeout(err: httpx.HTTPError) -> bool:
+    """httpx's own timeouts; through the aiohttp transport, only those caused by a real timeout
+    (it maps every aiohttp connection error, a refused connect included, to ConnectTimeout)."""
+    if not isinstance(err, httpx.TimeoutException):
+        return False
+    cause = err.__cause__
+    return cause is None or isinstance(cause, TimeoutError) or type(cause).__module__.startswith(("httpcore", "anyio"))
+
+
+def host_of(url: str) -> str:
+    try:
+        return httpx.URL(url).host or url
+    except Exception:
+        return "the provider"
+
+
+def error_message_of(raw: bytes) -> tuple[str, dict[str, Any]]:
+    """The provider's own message from a JSON error body ({"error": {"message": ...}}, possibly wrapped
+    in a list), and the error object; the raw text (truncated) when the body is not that."""
+    try:
+        body = msgspec.json.decode(raw)
+    except msgspec.DecodeError:
+        return raw[:500].decode("utf-8", "replace").strip() or "(empty error body)", {}
+    if isinstance(body, list) and body:
+        body = body[0]
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict) and isinstance(error.get("message"), str):
+        return error["message"], error
+    if isinstance(error, str):
+        return error, {}
+    return raw[:500].decode("utf-8", "replace"), {}
