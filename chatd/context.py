@@ -105,11 +105,19 @@ def _cleared(m: p.MessageOut) -> p.MessageOut:
 
 
 def fit(counter: TokenCounter, family: Family, system: str | None, history: list[p.MessageOut],
-        current: list[p.MessageOut], tools: Iterable[Any], budget: int, strategy: str) -> Fit:
+        current: list[p.MessageOut], tools: Iterable[Any], budget: int, strategy: str,
+        history_total: int | None = None) -> Fit:
     """Keep as much of `history` as fits `budget` raw tokens beside `current`, per the strategy
-    (`summarize` fits like `drop-oldest`; the caller summarises what `dropped` names)."""
+    (`summarize` fits like `drop-oldest`; the caller summarises what `dropped` names).
+
+    `history_total`, when the caller keeps it, is the tokens of all of `history`: a request that fits
+    whole is then answered without walking the history (a turn's cost stays flat as history grows)."""
     fixed = family.per_request + counter.system(system, family) + counter.tools(tools, family) + sum(
         counter.message(m, family) for m in current)
+    if history_total is not None and fixed + history_total <= budget:
+        total = fixed + history_total
+        return Fit(system=system, messages=[*history, *current], tokens=total, before=total, budget=budget,
+                   fits=True, dropped=[], cleared=[])
     turns = groups(history)
     sizes = [sum(counter.message(m, family) for m in g) for g in turns]
     before = total = fixed + sum(sizes)

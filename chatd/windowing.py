@@ -33,6 +33,7 @@ class ContextManager:
         self.events = events
         self.settings = settings or ContextSettings()
         self.counter = TokenCounter()
+        self._totals: dict[tuple[int, str], tuple[int, int, int]] = {}  # (conv, family) -> (n, last seq, tokens)
 
     # ------------------------------------------------------------ settings
     def strategy(self, conv: Conversation | None) -> str:
@@ -65,7 +66,25 @@ class ContextManager:
         comp = self.db.latest_compaction(conv.id) if conv else None
         system, hist = self._base(conv, history, comp)
         budget, reserve = self._raw_budget(spec, options)
-        return fit(self.counter, family_of(spec.provider), system, hist, current, list(tools), budget, strategy), reserve
+        family = family_of(spec.provider)
+        total = self._history_total(conv, hist, family) if comp is None else None
+        return fit(self.counter, family, system, hist, current, list(tools), budget, strategy, total), reserve
+
+    def _history_total(self, conv: Conversation | None, hist: list[p.MessageOut], family: Any) -> int | None:
+        """The tokens of a stored conversation's whole history, kept up to date incrementally: only
+        messages appended since the last turn are counted (O(1) per turn as history grows)."""
+        if conv is None or conv.id < 0:
+            return None
+        key = (conv.id, family.name)
+        counted, last_seq, total = self._totals.get(key, (0, 0, 0))
+        if counted > len(hist) or (counted and hist[counted - 1].seq != last_seq):
+            counted, total = 0, 0  # the history was replaced (cleared, reloaded): count afresh
+        for m in hist[counted:]:
+            total += self.counter.message(m, family)
+        self._totals[key] = (len(hist), hist[-1].seq if hist else 0, total)
+        if len(self._totals) > 4096:
+            self._totals.pop(next(iter(self._totals)))
+        return total
 
     # ------------------------------------------------------------ before every send
     async def prepare(self, conv: Conversation, history: list[p.MessageOut], current: list[p.MessageOut],
