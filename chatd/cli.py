@@ -1,4 +1,4 @@
-"""The `chatd` command: serve, stdio, acp, call, status, stop.
+"""The `chatd` command: serve, stdio, acp, call, status, stop; send, ls, show, export, import, rm.
 
 Client subcommands import neither pygls nor httpx, so they start fast; only `serve` and
 `stdio --standalone` load the engine.
@@ -37,6 +37,9 @@ def _parser() -> argparse.ArgumentParser:
     call.add_argument("--no-start", action="store_true", help="do not start a daemon if none runs")
     sub.add_parser("status", help="show the daemon's status (does not start one)")
     sub.add_parser("stop", help="stop the daemon")
+    from chatd_client.commands import add_parsers  # send, ls, show, export, import, rm (no engine imports)
+
+    add_parsers(sub)
     return ap
 
 
@@ -60,6 +63,10 @@ def main(argv: list[str] | None = None) -> int:
         return _call(argparse.Namespace(method="daemon/status", params=None, follow=False, no_start=True))
     if args.command == "stop":
         return _stop()
+    if hasattr(args, "run"):  # a chatd_client.commands subcommand
+        from chatd_client.commands import run
+
+        return run(args)
     return 2
 
 
