@@ -316,8 +316,16 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 bench.setup()
                 bench.run()
+            except Exception:
+                if turns is None:
+                    raise
+                import traceback
+
+                traceback.print_exc()
+                print("daemon suite failed; writing the turn suite alone")
+                bench = None
             finally:
-                if hasattr(bench, "daemon"):
+                if bench is not None and hasattr(bench, "daemon"):
                     bench.teardown()
     finally:
         os.chdir(ROOT)

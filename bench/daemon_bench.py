@@ -170,7 +170,7 @@ def populate(db_path: str, sizes: list[int], copies: list[str]) -> dict[str, int
 class _NullConn:
     """A subscriber that drops what it is sent; the hub still encodes every notification for it."""
 
-    def send_body(self, body: bytes) -> None:
+    def send_body(self, body: bytes, *args: Any) -> None:  # newer hubs pass a delta flag too
         pass
 
 
