@@ -323,10 +323,11 @@ def main(argv: list[str] | None = None) -> int:
 
                 traceback.print_exc()
                 print("daemon suite failed; writing the turn suite alone")
-                bench = None
-            finally:
-                if bench is not None and hasattr(bench, "daemon"):
+                if hasattr(bench, "daemon"):
                     bench.teardown()
+                bench = None
+            else:
+                bench.teardown()
     finally:
         os.chdir(ROOT)
         shutil.rmtree(work, ignore_errors=True)
