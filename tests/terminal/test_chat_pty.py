@@ -45,7 +45,7 @@ def _create(daemon, name: str, **params) -> None:
 
 
 def test_reply_streams_as_rendered_markdown_and_input_history_recalls_lines(daemon, chat):
-    _create(daemon, "notes", echoDelayMs=60)
+    _create(daemon, "notes", echoDelayMs=100)
     term = chat("notes")
     term.expect(r"conversation 'notes' \(0 messages")
     term.expect("offline `echo` model")
@@ -78,6 +78,7 @@ def test_history_carries_over_to_the_next_session(daemon, chat):
     first.expect("You: ")
     first.type("remember me\r")
     first.expect(r"\[echo, ")
+    first.expect("You: ")  # readline reads keys again (a ^D typed ahead is the line discipline's, not ours)
     first.type("\x04")  # Ctrl-D
     first.expect("Goodbye!")
     assert first.wait() == 0
@@ -100,7 +101,9 @@ def test_ctrl_c_cancels_the_streaming_reply_and_stores_nothing(daemon, chat):
     term.expect("You: ")  # the program goes on
     after = _get(daemon, "slow")
     assert after["messages"] == [] and after["activeTurn"] is None and after["conversation"]["lastSeq"] == 0
-    term.type("half a line\x03")  # Ctrl-C at the prompt drops the line, not the program
+    term.type("half a line")
+    term.expect("half a line")
+    term.type("\x03")  # Ctrl-C at the prompt drops the line, not the program
     term.expect(r"\(Ctrl-D or /quit to leave\)")
     term.expect("You: ")
     term.type("/cost\r")
@@ -112,7 +115,7 @@ def test_ctrl_c_cancels_the_streaming_reply_and_stores_nothing(daemon, chat):
 
 
 def test_a_turn_from_another_client_appears_live_while_the_user_types(daemon, chat):
-    _create(daemon, "shared", echoDelayMs=80)
+    _create(daemon, "shared", echoDelayMs=40)
     term = chat("shared")
     term.expect("You: ")
     term.type("my draft")
@@ -124,12 +127,10 @@ def test_a_turn_from_another_client_appears_live_while_the_user_types(daemon, ch
         term.expect("── another client ──")
         term.expect("User: alpha")
         term.expect(r"Assistant \(echo\): \[echo: .*You said: alpha\n")
-        # Lines appear as they complete, while the turn is still streaming ...
-        assert _get(daemon, "shared")["activeTurn"] is not None
         term.expect("bravo\n")
         term.expect("charlie\n")
         term.expect(r"\[echo, \d+ in / \d+ out tokens\]")
-        term.expect("You: my draft")  # ... and the prompt comes back with what was typed so far
+        term.expect("You: my draft")  # the prompt comes back with what was typed so far
         assert other.wait(20) == 0
     finally:
         if other.poll() is None:
@@ -140,3 +141,28 @@ def test_a_turn_from_another_client_appears_live_while_the_user_types(daemon, ch
     term.expect(r"\[echo, ")
     texts = [m["text"] for m in _get(daemon, "shared")["messages"] if m["role"] == "user"]
     assert texts == ["alpha\nbravo\ncharlie", "my draft continued"]
+
+
+def test_another_clients_reply_shows_line_by_line_while_it_streams(daemon, chat):
+    _create(daemon, "live", echoDelayMs=50)
+    term = chat("live")
+    term.expect("You: ")
+    lines = [f"line{i:02}" for i in range(40)]
+    other = subprocess.Popen([*CHATD, "call", "chat/send", json.dumps({"conversation": "live", "text": "\n".join(lines)})],
+                             env=daemon.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        term.expect(r"You said: line00\n")
+        term.expect("line01\n")
+        # Shown while the turn is still streaming (38 more lines to come): then cancel it from here.
+        with Client(daemon.socket) as c:
+            assert c.request("conversation/get", {"name": "live"})["activeTurn"] is not None
+            assert c.request("chat/cancel", {"conversation": "live"}) == {"cancelled": True}
+        term.expect(r"\[the other client's turn cancelled\]")
+        term.expect("You: ")
+        assert other.wait(20) == 1  # chatd call reports the -32800
+    finally:
+        if other.poll() is None:
+            other.kill()
+        other.communicate()
+    assert "line39" not in term.text().split("Assistant (echo)")[-1]  # the user's message held it, not the reply
+    assert _get(daemon, "live")["messages"] == []

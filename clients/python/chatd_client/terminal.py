@@ -83,12 +83,19 @@ class Link:
         if self._writing:
             self._interrupted = True
             return
+        if _inside(frame, Screen.prompt_shown):
+            # readline swallows an exception raised in its pre-input hook: signal again once the prompt
+            # waits for keys (a user interface nicety, not synchronisation)
+            threading.Thread(target=_signal_main_thread_later, daemon=True).start()
+            return
         raise KeyboardInterrupt
 
     def _shielded(self) -> "_Shield":
         return _Shield(self)
 
     def _read(self) -> None:
+        # SIGINT must reach the main thread: delivered here, it would not interrupt the prompt or the wait.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         try:
             while True:
                 msg = self.client.read_message()
@@ -107,6 +114,20 @@ class Link:
             for future in pending:
                 future.set_exception(ConnectionError(f"lost the daemon: {exc}"))
             self.on_closed()
+
+
+def _signal_main_thread_later() -> None:
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    threading.Event().wait(0.05)
+    signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)  # type: ignore[arg-type]
+
+
+def _inside(frame: Any, function: Callable[..., Any]) -> bool:
+    while frame is not None:
+        if frame.f_code is function.__code__:
+            return True
+        frame = frame.f_back
+    return False
 
 
 class _Shield:
