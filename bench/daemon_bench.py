@@ -254,6 +254,9 @@ class _TimedDb:
     def executemany(self, sql: str, *args: Any) -> Any:
         return self._timed(self.db.executemany, sql, *args)
 
+    def __getattr__(self, name: str) -> Any:  # in_transaction, commit, ...: the real connection's
+        return getattr(self.db, name)
+
 
 def _persist(db_path: str, count: int) -> dict[str, Any]:
     """One turn's commit (two messages and a provenance row) vs the same bytes appended with write+fsync."""
