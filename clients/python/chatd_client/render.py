@@ -2,15 +2,17 @@
 
 Line by line and stateful (a fenced code block spans lines), so a streamed reply is rendered as each of
 its lines completes: `LiveText` shows the raw text as it arrives and replaces each finished line with its
-rendering. Model text is untrusted: `sanitize` drops control characters (escape sequences included)
+rendering; `Screen` shares the terminal between a reply and the user's prompt. Model text is untrusted: `sanitize` drops control characters (escape sequences included)
 before anything reaches the terminal. With colour off the renderer returns lines as written.
 """
 
 from __future__ import annotations
 
 import re
+import shutil
+import threading
 import unicodedata
-from typing import Callable, TextIO
+from typing import Any, Callable, TextIO
 
 RESET = "\x1b[0m"
 BOLD = "\x1b[1m"
@@ -193,3 +195,73 @@ class LiveText:
             self.out.write(rendered + "\n")
         self.prefix = self.partial = ""
         self.shown = False
+
+
+class Screen:
+    """All output, from both threads. While the prompt shows, whole lines are written above it and the
+    prompt is redrawn with what the user has typed so far (readline's line buffer)."""
+
+    def __init__(self, out: Any, interactive: bool, color: bool, prompt: str) -> None:
+        self.out = out
+        self.prompt = prompt
+        self.interactive = interactive
+        self.color = color
+        self.lock = threading.RLock()
+        self.at_prompt = False
+        markdown = Markdown(color=color) if interactive or color else None
+        self.live = LiveText(out, markdown, self.columns, held=lambda: self.at_prompt, above=self._above)
+        self._redisplay = _forced_redisplay() if interactive else None
+
+    @staticmethod
+    def columns() -> int:
+        return shutil.get_terminal_size((100, 24)).columns
+
+    def style(self, text: str, code: str = DIM) -> str:
+        return f"{code}{text}{RESET}" if self.color else text
+
+    def line(self, text: str = "") -> None:
+        with self.lock:
+            self.live.break_line()
+            if self.at_prompt:
+                self._above(text)
+            else:
+                self.out.write(text + "\n")
+            self.out.flush()
+
+    def flush(self) -> None:
+        with self.lock:
+            self.out.flush()
+
+    def prompt_shown(self) -> None:
+        """readline's pre-input hook: the prompt is on screen now."""
+        with self.lock:
+            self.live.break_line()
+            self.at_prompt = self.interactive
+
+    def _above(self, text: str) -> None:
+        if not self.interactive:
+            self.out.write(text + "\n")
+            return
+        import readline
+
+        typed = self.prompt + readline.get_line_buffer()
+        rows = max(1, -(-cells(typed) // max(1, self.columns())))
+        up = f"\x1b[{rows - 1}A" if rows > 1 else ""
+        self.out.write(f"\r{up}\x1b[J{text}\n")
+        self.out.flush()
+        if self._redisplay is not None:
+            self._redisplay()
+        else:
+            self.out.write(typed)
+        self.out.flush()
+
+
+def _forced_redisplay() -> Callable[[], Any] | None:
+    """GNU readline's rl_forced_update_display (redraws prompt, text and cursor), which Python does not wrap."""
+    try:
+        import ctypes
+        import readline
+
+        return ctypes.CDLL(readline.__file__).rl_forced_update_display  # type: ignore[no-any-return]
+    except (ImportError, OSError, AttributeError):
+        return None

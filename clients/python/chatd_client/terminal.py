@@ -22,7 +22,6 @@ import argparse
 import itertools
 import json
 import os
-import shutil
 import signal
 import sys
 import threading
@@ -31,7 +30,7 @@ from typing import Any, Callable
 
 from chatd_client.connection import Client, RpcError
 from chatd_client.daemon import DaemonUnavailable, ensure_daemon
-from chatd_client.render import BOLD, DIM, RESET, LiveText, Markdown, cells, sanitize
+from chatd_client.render import BOLD, Screen, sanitize
 
 HELP = __doc__.split("\n\n", 1)[1].strip()
 PROMPT = "You: "
@@ -144,75 +143,6 @@ class _Shield:
             raise KeyboardInterrupt
 
 
-class Screen:
-    """All output, from both threads. While the prompt shows, whole lines are written above it and the
-    prompt is redrawn with what the user has typed so far (readline's line buffer)."""
-
-    def __init__(self, out: Any, interactive: bool, color: bool) -> None:
-        self.out = out
-        self.interactive = interactive
-        self.color = color
-        self.lock = threading.RLock()
-        self.at_prompt = False
-        markdown = Markdown(color=color) if interactive or color else None
-        self.live = LiveText(out, markdown, self.columns, held=lambda: self.at_prompt, above=self._above)
-        self._redisplay = _forced_redisplay() if interactive else None
-
-    @staticmethod
-    def columns() -> int:
-        return shutil.get_terminal_size((100, 24)).columns
-
-    def style(self, text: str, code: str = DIM) -> str:
-        return f"{code}{text}{RESET}" if self.color else text
-
-    def line(self, text: str = "") -> None:
-        with self.lock:
-            self.live.break_line()
-            if self.at_prompt:
-                self._above(text)
-            else:
-                self.out.write(text + "\n")
-            self.out.flush()
-
-    def flush(self) -> None:
-        with self.lock:
-            self.out.flush()
-
-    def prompt_shown(self) -> None:
-        """readline's pre-input hook: the prompt is on screen now."""
-        with self.lock:
-            self.live.break_line()
-            self.at_prompt = self.interactive
-
-    def _above(self, text: str) -> None:
-        if not self.interactive:
-            self.out.write(text + "\n")
-            return
-        import readline
-
-        typed = PROMPT + readline.get_line_buffer()
-        rows = max(1, -(-cells(typed) // max(1, self.columns())))
-        up = f"\x1b[{rows - 1}A" if rows > 1 else ""
-        self.out.write(f"\r{up}\x1b[J{text}\n")
-        self.out.flush()
-        if self._redisplay is not None:
-            self._redisplay()
-        else:
-            self.out.write(typed)
-        self.out.flush()
-
-
-def _forced_redisplay() -> Callable[[], Any] | None:
-    """GNU readline's rl_forced_update_display (redraws prompt, text and cursor), which Python does not wrap."""
-    try:
-        import ctypes
-        import readline
-
-        return ctypes.CDLL(readline.__file__).rl_forced_update_display  # type: ignore[no-any-return]
-    except (ImportError, OSError, AttributeError):
-        return None
-
-
 class TerminalChat:
     def __init__(self, client: Client, conversation: str, out: Any = sys.stdout,
                  interactive: bool | None = None, color: bool | None = None) -> None:
@@ -220,7 +150,7 @@ class TerminalChat:
         self.interactive = (sys.stdin.isatty() and tty) if interactive is None else interactive
         color = (tty and not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb") \
             if color is None else color
-        self.screen = Screen(out, self.interactive, color)
+        self.screen = Screen(out, self.interactive, color, PROMPT)
         self.conversation = conversation
         self.link = Link(client, self._on_notification, self._on_closed)
         self._refs = itertools.count(1)
