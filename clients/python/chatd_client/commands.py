@@ -84,7 +84,8 @@ def run(args: argparse.Namespace) -> int:
                 return args.run(client, args)
         except RpcError as err:
             error = {"code": err.code, "message": err.message, "data": err.data}
-            raise Failed(_EXIT_BY_CODE.get(err.code, EXIT_REFUSED), err.message, error) from None
+            message = "cancelled; nothing of the turn was stored" if err.cancelled else err.message
+            raise Failed(_EXIT_BY_CODE.get(err.code, EXIT_REFUSED), message, error) from None
         except (ConnectionError, OSError) as exc:
             raise Failed(EXIT_NO_DAEMON, f"lost the daemon: {exc}") from None
     except KeyboardInterrupt:
