@@ -15,20 +15,20 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections import OrderedDict
 from typing import Any, Protocol
 
 import msgspec
 
 from chatd import protocol as p
+from chatd.context import ContextSettings
 from chatd.errors import (
     AlreadyExists, ChatdError, ConversationNotFound, InvalidArgument, ShuttingDown, TurnFailed,
 )
 from chatd.models import ModelRegistry
 from chatd.providers.base import (
     Finish, ModelSpec, Provider, ProviderError, ProviderRequest, TextDelta, ThinkingEvent, ToolCallEvent,
-    ToolSpec, UsageEvent, cost_of,
+    ToolSpec, UsageEvent,
 )
 from chatd.ratelimit import estimate_chars
 from chatd.routing import LAST, AllModelsFailed, Router, StallGuard
@@ -37,7 +37,7 @@ from chatd.store.sqlite import text_of
 from chatd.tools import ToolRegistry
 from chatd.tools.policy import Rule, parse_rules
 from chatd.tools.runner import Approver, CallSite, not_run, run_calls
-from chatd.context import ContextSettings
+from chatd.turn import Reply, Turn, tokens_used
 from chatd.windowing import ContextManager, check_keep
 
 _CACHE_SIZE = 64
@@ -314,7 +314,7 @@ class ConversationService:
     async def _turn(self, state: _State, parts: list[p.Part], params: p.ChatSendParams,
                     origin: object | None, workspace: str | None) -> p.SendResult:
         conv = state.conv
-        turn = _Turn(conv, parts, origin, self._options(conv, params))
+        turn = Turn(conv, parts, origin, self._options(conv, params))
         tools = self.tools.resolve(params.tools, origin) if params.tools else []
         turn.tool_specs = [ToolSpec(name=t.name, description=t.description, parameters=t.parameters) for t in tools]
         max_rounds = params.max_rounds or (DEFAULT_MAX_ROUNDS if tools else 1)
@@ -335,7 +335,7 @@ class ConversationService:
             for round_no in range(1, max_rounds + 1):
                 model, reply = await self.router.run(
                     plan, lambda name: self._stream_once(state, turn, name), turn.on_failure(self.events),
-                    turn.attempts, tokens=self._estimate(state, turn), usage=_tokens_used)
+                    turn.attempts, tokens=self._estimate(state, turn), usage=tokens_used)
                 turn.add_reply(self.registry.get(model), reply)
                 plan = [model] + [m for m in plan if m != model]  # the rest of the turn stays on it
                 calls = [x for x in reply.parts if isinstance(x, p.ToolCallPart)]
@@ -362,7 +362,7 @@ class ConversationService:
             state.streaming = None
 
     @staticmethod
-    def _estimate(state: _State, turn: "_Turn") -> int:
+    def _estimate(state: _State, turn: Turn) -> int:
         """The request's tokens for the rate limiter, in O(1): corrected by the usage reported after."""
         pending = sum(len(m.text) for m in turn.pending_out())
         chars = state.chars + len(turn.user.text) + len(turn.conv.system or "") + pending
@@ -377,7 +377,7 @@ class ConversationService:
             options["temperature"] = params.temperature
         return options
 
-    async def _stream_once(self, state: _State, turn: "_Turn", name: str) -> "_Reply":
+    async def _stream_once(self, state: _State, turn: Turn, name: str) -> Reply:
         """One call to one model: stream its events, publishing text deltas as they arrive."""
         spec = self.registry.get(name)
         system, messages, raw = await self.context.prepare(  # fit the window; clients are told what was left out
@@ -385,7 +385,7 @@ class ConversationService:
             turn.id, turn.origin, turn.fitted)
         request = ProviderRequest(model=spec, system=system, tools=turn.tool_specs, messages=messages,
                                   options=turn.options)
-        reply = _Reply()
+        reply = Reply()
         state.streaming = (turn.id, turn.user, name, reply.chunks)
         publish, conv_id, conv_name = self.events.publish, turn.conv.id, turn.conv.name
         async with StallGuard(self.router.stall_timeout(name)) as guard:  # silence -> a "timeout" failure
@@ -410,11 +410,11 @@ class ConversationService:
         self.context.observe(spec, raw, reply.usage)  # learn the real token count
         return reply
 
-    def _ended(self, turn: "_Turn", outcome: str, error: str | None = None) -> None:
+    def _ended(self, turn: Turn, outcome: str, error: str | None = None) -> None:
         self.events.publish(turn.conv.id, p.CHAT_TURN_ENDED, p.TurnEnded(
             conversation=turn.conv.name, turn_id=turn.id, outcome=outcome, error=error), turn.origin)  # type: ignore[arg-type]
 
-    def _commit(self, state: _State, turn: "_Turn") -> p.SendResult:
+    def _commit(self, state: _State, turn: Turn) -> p.SendResult:
         conv = state.conv
         state.streaming = None
         finished = time.time()
@@ -538,72 +538,3 @@ class ConversationService:
             state.task.cancel()
             return True
         return False
-
-
-def _tokens_used(reply: "_Reply") -> int:
-    return reply.usage.input_tokens + reply.usage.output_tokens
-
-
-class _Reply:
-    """What one model call produced: parts in order (thinking, text, tool calls), usage, finish reason."""
-
-    __slots__ = ("parts", "chunks", "usage", "reason")
-
-    def __init__(self) -> None:
-        self.parts: list[p.Part] = []
-        self.chunks: list[str] = []
-        self.usage = p.Usage()
-        self.reason = "stop"
-
-    def flush_text(self) -> None:
-        if self.chunks and (not self.parts or not isinstance(self.parts[-1], p.TextPart)):
-            self.parts.append(p.TextPart("".join(self.chunks)))
-            self.chunks = []  # a new list: `streaming` keeps the old one for late subscribers
-        elif self.chunks:
-            self.parts[-1] = p.TextPart(self.parts[-1].text + "".join(self.chunks))  # type: ignore[union-attr]
-            self.chunks = []
-
-
-class _Turn:
-    """One running turn: the user message, the messages it has produced so far, and its accounting."""
-
-    def __init__(self, conv: Conversation, parts: list[p.Part], origin: object | None,
-                 options: dict[str, Any]) -> None:
-        self.id = uuid.uuid4().hex
-        self.conv = conv
-        self.origin = origin
-        self.options = options
-        self.started = time.time()
-        self.user = p.MessageOut(seq=0, role="user", text=text_of(parts), parts=parts, turn_id=self.id,
-                                 created_at=self.started)
-        self.pending: list[NewMessage] = []  # assistant and tool messages after the user message
-        self.tool_specs: list[ToolSpec] = []
-        self.fitted: set = set()  # context-fitting notices already sent for this turn
-        self.attempts: list[p.Attempt] = []
-        self.usage = p.Usage()
-        self.cost = 0.0
-        self.reason = "stop"
-        self.spec: ModelSpec
-
-    def pending_out(self) -> list[p.MessageOut]:
-        return [p.MessageOut(seq=0, role=m.role, text=text_of(m.parts), parts=m.parts, model=m.model,
-                             turn_id=self.id) for m in self.pending]
-
-    def add_reply(self, spec: ModelSpec, reply: _Reply) -> None:
-        self.spec = spec
-        self.pending.append(NewMessage(role="assistant", parts=reply.parts or [p.TextPart("")], model=spec.name))
-        u = reply.usage
-        self.usage = p.Usage(input_tokens=self.usage.input_tokens + u.input_tokens,
-                             output_tokens=self.usage.output_tokens + u.output_tokens,
-                             cached_tokens=self.usage.cached_tokens + u.cached_tokens,
-                             reasoning_tokens=self.usage.reasoning_tokens + u.reasoning_tokens)
-        self.cost += cost_of(spec, u)
-        self.reason = reply.reason
-
-    def on_failure(self, events: EventSink):
-        def report(model: str, err: ProviderError, action: str, delay_s: float = 0.0) -> None:
-            events.publish(self.conv.id, p.CHAT_ATTEMPT, p.ChatAttempt(
-                conversation=self.conv.name, turn_id=self.id, model=model, outcome="error", reason=str(err),
-                next=action, delay_s=delay_s, kind=err.kind, status=err.status),
-                self.origin)
-        return report
