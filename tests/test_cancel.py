@@ -113,16 +113,18 @@ def test_a_failing_attempt_is_reported_live_and_the_turn_fails_cleanly(daemon):
                                                       "params": {"echoFailAfter": 2}})
         reply = await asyncio.wait_for(reply, 10)
         assert reply["error"]["code"] == p.TURN_FAILED
-        seen = []
+        seen, streamed = [], []
         while True:
             m, prm = await asyncio.wait_for(c.notifications.get(), 10)
             seen.append(m)
+            if m == "chat/delta":
+                streamed.append(prm["text"])
             if m == "chat/attempt":
                 assert prm["model"] == "echo" and prm["next"] == "give up" and "injected" in prm["reason"]
             if m == "chat/turnEnded":
                 assert prm["outcome"] == "failed" and "every model failed" in prm["error"]
                 break
-        assert seen.count("chat/delta") == 2 and "chat/attempt" in seen
+        assert "".join(streamed) == "[echo: the " and "chat/attempt" in seen  # two words, then the break
         await c.close()
 
     asyncio.run(main())

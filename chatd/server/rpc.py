@@ -250,6 +250,15 @@ def _short(exc: Exception) -> str:
     return text if len(text) < 200 else text[:200] + "..."
 
 
+class _TickDelta:
+    """The `chat/delta`s of one turn queued in one tick, sent as one."""
+
+    __slots__ = ("key", "texts", "body")
+
+    def __init__(self, key: tuple[str, str], texts: list[str], body: bytes) -> None:
+        self.key, self.texts, self.body = key, texts, body
+
+
 class Connection:
     """A client connection over any byte transport; writes are framed as the client framed its first frame.
 
@@ -269,7 +278,7 @@ class Connection:
         self.closing = False
         self.shut_down = False  # after an LSP `shutdown`, only `exit` is accepted
         self.got_eof = False
-        self._pending_out: list[bytes] | None = None  # replies batched while one read is handled
+        self._pending_out: list[bytes | _TickDelta] | None = None  # messages queued this event-loop tick
         self.closed = asyncio.Event()
         self.initialized = False
         self.workspace: str | None = None  # named at initialize; confines the built-in file tools
@@ -341,52 +350,69 @@ class Connection:
         self._dispatch(self.decoder.feed(data))
 
     def _dispatch(self, items: list[bytes | p.FrameError]) -> None:
-        # Replies produced while handling one read go out in one write (one syscall, not one per reply).
-        self._pending_out = []
-        try:
-            for item in items:
-                if type(item) is bytes:
-                    self.protocol.receive(item)
-                else:
-                    self.protocol._reply_error(None, p.INVALID_REQUEST if not item.fatal else p.PARSE_ERROR,
-                                               f"framing error: {item.message}")
-                    if item.fatal:
-                        self._flush()
-                        self.close()
-                        return
-        finally:
-            self._flush()
+        for item in items:
+            if type(item) is bytes:
+                self.protocol.receive(item)
+            else:
+                self.protocol._reply_error(None, p.INVALID_REQUEST if not item.fatal else p.PARSE_ERROR,
+                                           f"framing error: {item.message}")
+                if item.fatal:
+                    self.close()
+                    return
+
+    def write(self, body: bytes) -> None:
+        """Queue a message; everything queued in one event-loop tick goes out in one write (the replies
+        to one read, the deltas parsed from one provider chunk): one syscall, not one per message."""
+        self._queue(p.frame_line(body) if self.decoder.mode == "line" else p.frame_lsp(body))
+
+    def _queue(self, item: "bytes | _TickDelta") -> None:
+        if self._pending_out is None:
+            if self.closing:
+                return
+            self._pending_out = [item]
+            asyncio.get_running_loop().call_soon(self._flush)
+        else:
+            self._pending_out.append(item)
 
     def _flush(self) -> None:
         out, self._pending_out = self._pending_out, None
-        if out and self._transport is not None and not self._transport.is_closing():
-            self._transport.write(b"".join(out))
-
-    def write(self, body: bytes) -> None:
-        framed = p.frame_line(body) if self.decoder.mode == "line" else p.frame_lsp(body)
-        if self._pending_out is not None:
-            self._pending_out.append(framed)
-            return
         transport = self._transport
-        if transport is not None and not transport.is_closing():
-            transport.write(framed)
-            if self.paused and self.limits is not None \
-                    and transport.get_write_buffer_size() > self.limits.output_hard_cap:
-                log.warning("closing %s: more than %d bytes unread", self.name, self.limits.output_hard_cap)
-                self.abort()
+        if not out or transport is None or transport.is_closing():
+            return
+        chunks = [x if type(x) is bytes else self._framed_delta(x) for x in out]  # type: ignore[arg-type]
+        transport.write(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+        if self.paused and self.limits is not None and transport.get_write_buffer_size() > self.limits.output_hard_cap:
+            log.warning("closing %s: more than %d bytes unread", self.name, self.limits.output_hard_cap)
+            self.abort()
 
     def notify(self, method: str, params: Any) -> None:
         self.protocol.notify(method, params)
 
     def send_body(self, body: bytes, delta: p.ChatDelta | None = None) -> None:
         """Write an already-encoded message (the hub encodes a notification once for all subscribers).
-        A `chat/delta` for a paused (slow) reader is merged with the others of its turn instead."""
+        `chat/delta`s of one turn queued in the same tick are merged into one; for a paused (slow)
+        reader they are merged until it catches up."""
         if self.paused:
             if delta is not None:
                 self._coalesced.setdefault((delta.conversation, delta.turn_id), []).append(delta.text)
                 return
             self._flush_deltas()  # keep order: a turn's deltas before what follows them
-        self.write(body)
+        if delta is None:
+            self.write(body)
+            return
+        key = (delta.conversation, delta.turn_id)
+        last = self._pending_out[-1] if self._pending_out else None
+        if type(last) is _TickDelta and last.key == key:
+            last.texts.append(delta.text)
+        else:
+            self._queue(_TickDelta(key, [delta.text], body))
+
+    def _framed_delta(self, item: "_TickDelta") -> bytes:
+        body = item.body
+        if len(item.texts) > 1:
+            merged = p.ChatDelta(conversation=item.key[0], turn_id=item.key[1], text="".join(item.texts))
+            body = p.encode({"jsonrpc": "2.0", "method": p.CHAT_DELTA, "params": merged})
+        return p.frame_line(body) if self.decoder.mode == "line" else p.frame_lsp(body)
 
     def request(self, method: str, params: Any) -> tuple[Any, "asyncio.Future[Any]"]:
         """Send a request to the client: (its id, a future of the result)."""
@@ -405,6 +431,7 @@ class Connection:
     def close(self) -> None:
         if self.closing:
             return
+        self._flush()  # what was queued this tick still goes out (close() flushes the transport too)
         self.closing = True
         if self._stuck_timer is not None:
             self._stuck_timer.cancel()
@@ -415,6 +442,7 @@ class Connection:
     def abort(self) -> None:
         """Close without flushing what the client did not read."""
         transport = self._transport
+        self._pending_out = None
         self.close()
         if transport is not None:
             transport.abort()

@@ -93,7 +93,6 @@ def test_full_session_streams_and_is_shared_live_with_another_client(tmp_path):
             reply = await conn.prompt(session_id=sid, prompt=[acp.text_block("hello there")])
             assert reply.stop_reason == "end_turn"
             assert editor.texts(sid, "agent_message_chunk") == "heard: hello there"
-            assert len(editor.of("agent_message_chunk")) > 1  # streamed, not one block
             assert editor.of("user_message_chunk") == []  # the editor's own prompt is not echoed back
             seen = []
             while not other.notifications.empty():
@@ -103,6 +102,13 @@ def test_full_session_streams_and_is_shared_live_with_another_client(tmp_path):
             await other.request("chat/send", {"conversation": sid, "text": "from the terminal"})
             await editor.until(lambda: "heard: from the terminal" in editor.texts(sid, "agent_message_chunk"))
             assert editor.texts(sid, "user_message_chunk") == "from the terminal"
+            # streamed, not one block: a reply whose words arrive apart reaches the editor in pieces
+            before = len(editor.of("agent_message_chunk"))
+            slow = await other.request("chat/send", {"conversation": sid, "text": "one two three four",
+                                                     "models": ["echo"], "params": {"echoDelayMs": 5}})
+            await editor.until(lambda: editor.texts(sid, "agent_message_chunk").endswith("one two three four"))
+            assert len(editor.of("agent_message_chunk")) - before > 4
+            assert slow["message"]["text"].endswith("one two three four")
         listed = await conn.list_sessions(cwd=str(tmp_path))
         assert sid in [s.session_id for s in listed.sessions]
 
