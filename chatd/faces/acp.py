@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from chatd import protocol as p
-from chatd_client.connection import AsyncClient, RpcError
+from chatd_client.aio import AsyncClient, RpcError
 
 log = logging.getLogger("chatd.acp")
 

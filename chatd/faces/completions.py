@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chatd import protocol as p
-from chatd_client.connection import AsyncClient, RpcError
+from chatd_client.aio import AsyncClient, RpcError
 
 _STATUS_TEXT = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
                 405: "Method Not Allowed", 413: "Content Too Large", 429: "Too Many Requests",

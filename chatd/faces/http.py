@@ -36,7 +36,7 @@ from typing import Any
 
 from chatd import protocol as p
 from chatd.faces.completions import DEFAULT_MODEL, Completion, HttpError, from_rpc, json_response
-from chatd_client.connection import AsyncClient, RpcError
+from chatd_client.aio import AsyncClient, RpcError
 
 log = logging.getLogger("chatd.http")
 

@@ -6,10 +6,11 @@ place of `from lm_deluge import ...`). The second layer is imported on first use
 stays as fast as the connection module alone.
 """
 
-from chatd_client.connection import AsyncClient, Client, RpcError
-from chatd_client.daemon import DaemonUnavailable, ensure_daemon
+from chatd_client.connection import Client, RpcError
 
 _LAZY = {
+    "AsyncClient": "chatd_client.aio",
+    "DaemonUnavailable": "chatd_client.daemon", "ensure_daemon": "chatd_client.daemon",
     "LLMClient": "chatd_client.llm", "APIResponse": "chatd_client.llm", "Usage": "chatd_client.llm",
     "Conversation": "chatd_client.conversation", "Message": "chatd_client.conversation",
     "Text": "chatd_client.conversation", "ToolCall": "chatd_client.conversation",
@@ -17,7 +18,7 @@ _LAZY = {
     "Tool": "chatd_client.tool",
 }
 
-__all__ = ["AsyncClient", "Client", "DaemonUnavailable", "RpcError", "ensure_daemon", *_LAZY]
+__all__ = ["Client", "RpcError", *_LAZY]
 
 
 def __getattr__(name: str):

@@ -6,7 +6,6 @@ import fcntl
 import os
 import select
 import socket
-import subprocess
 import sys
 import time
 
@@ -54,6 +53,8 @@ def ensure_daemon(paths: Paths | None = None, *, autostart: bool = True) -> str:
 
 
 def _spawn(paths: Paths) -> None:
+    import subprocess  # only when a daemon must be started: a one-shot `chatd call` skips its import
+
     read_end, write_end = os.pipe()
     env = dict(os.environ)
     env["CHATD_SOCKET"] = paths.socket

@@ -16,7 +16,7 @@ import weakref
 from typing import Any
 
 from chatd import protocol as p
-from chatd_client.connection import AsyncClient
+from chatd_client.aio import AsyncClient
 from chatd_client.tool import Tool, result_for_wire
 
 
