@@ -369,7 +369,11 @@ class Connection:
         if self._pending_out is None:
             if self.closing:
                 return
+            # The first message of a tick goes out at once (a reply's or a stream's first bytes are not
+            # delayed); the rest of the tick's messages wait for one write at its end.
             self._pending_out = [item]
+            self._flush()
+            self._pending_out = []
             asyncio.get_running_loop().call_soon(self._flush)
         else:
             self._pending_out.append(item)
