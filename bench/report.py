@@ -134,13 +134,10 @@ def findings(s: Stats, profile: dict[str, Any], pipe_profile: dict[str, Any] | N
         out.append(
             f"- **Pipelined throughput** ({pipe:.2f}× the baseline). py-spy on the daemon under 64-in-flight load"
             f" (busy {spy['busy_share']:.0%} of samples; shares below are of busy samples), own time: {selfs}."
-            " Most busy time is the `send` syscall behind `transport.write`, once per reply; pygls' request"
-            " path (`_handle_request` building a `JsonRpcMethodNotFound` exception, `_send_response`) and"
-            " `FrameDecoder` share the rest. Suggested fix in `chatd/server/rpc.py`: cork `Connection.write`"
-            " while `Connection.feed` dispatches one read and flush the framed replies with a single"
-            " `transport.write(b''.join(...))` at its end (flush before `close()` on a fatal framing error)."
-            f" Measured here as a what-if (`bench/whatif_daemon.py`, chatd untouched): {coal:.2f}× the baseline,"
-            " with no change to the single-request ping. The baseline itself writes once per reply.")
+            " chatd now writes the first message of an event-loop tick at once and the rest of the tick in one"
+            " `transport.write` (`Connection._queue`), which is what the earlier what-if measured"
+            f" (`bench/whatif_daemon.py`: {coal:.2f}× here); what is left is envelope handling and"
+            " `FrameDecoder` (Python-level header parsing per frame).")
     persist = s.ratio("persist.commit_normal_us", "persist.fsync_us")
     stmts = sorted(((k.split(".", 2)[2], s.med(k)) for k in s.r if k.startswith("persist.stmt.")),
                    key=lambda kv: -kv[1])
@@ -151,23 +148,19 @@ def findings(s: Stats, profile: dict[str, Any], pipe_profile: dict[str, Any] | N
         f" {split}. `COMMIT` is SQLite appending the changed pages to the WAL, one frame per page:"
         " the conversation row, the message rows, the `turns` row, and two index pages for `turns` (its TEXT"
         " primary key makes a separate autoindex, plus `turns_by_conversation`). The ratio also depends on"
-        " the disk: fsync here is fast for a VM. Suggested change (schema v2): make `turns` a `WITHOUT ROWID`"
-        " table keyed by `(conversation_id, id)` and drop `turns_by_conversation`, two fewer pages per"
-        " commit (~15% faster in a side experiment: ~41 → ~36 µs); and skip the `SELECT last_seq` by"
-        " checking `UPDATE ... WHERE id = ? AND last_seq = ?` changed one row. Below ~30 µs needs fewer"
-        " statements per turn (provenance as columns of the assistant message row).")
+        " the disk: fsync here is fast for a VM. Schema v2 already made `turns` a `WITHOUT ROWID` table and"
+        " claims seqs with one `UPDATE ... RETURNING`; schema v3's full-text index (FTS5 triggers on every"
+        " message) and spend log now cost more than that saved. Closing the gap needs the FTS index"
+        " updated off the commit path (a queue drained when idle) and provenance as columns of the"
+        " assistant message row.")
     status = s.ratio("ping.chatd-status.p50", "ping.baseline.p50")
     if status > 1.5:
         out.append(
             f"- **`daemon/status` ping** ({status:.2f}× at p50; the no-op target uses an unknown method, which"
             f" passes at {s.ratio('ping.chatd.p50', 'ping.baseline.p50'):.2f}×). In-process cProfile of the"
-            " handler path while writing this bench (~15 µs CPU per status request vs ~6 µs per unknown method):"
-            " pygls' `_execute_handler` wraps every *sync* handler result in a `concurrent.futures.Future` with a"
-            " done-callback (`set_result` ~27% of the path) after two `iscoroutinefunction`/`is_thread_function`"
-            " checks, and `Daemon.provider_keys()` rebuilds a dict over every configured endpoint per call."
-            " Suggested fix: in `ChatdProtocol`, call sync handlers directly and `_send_response` their result,"
-            " keeping pygls' future path for `async def` handlers only (those are the cancellable ones); compute"
-            " provider key presence once per config load.")
+            " status reply is not a no-op: it lists `/proc/self/fd` and counts the event loop's tasks for"
+            " leak monitoring, and encodes every provider's key presence. Sync handlers already skip pygls'"
+            " future wrapper and key presence is computed once per config load.")
     cold = s.med(f"turn.daemon.{SIZES[-1]}.cold") / 1000
     out.append(
         f"- **Cold turn.** The first turn on a conversation the daemon has not cached reads its whole history"
