@@ -1,6 +1,6 @@
 """The seed-compatible API's shapes and behaviour against a real daemon: messages and conversations,
 tools with the daemon's own schemas, bound (shared) conversations, local ones through stateless batches
-or shadow conversations that are cleaned up, errors as values, usage and cost, the sync API anywhere."""
+or stateless turns that store nothing, errors as values, usage and cost, the sync API anywhere."""
 
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ import pytest
 from chatd.toolschema import schema_for
 from chatd_client import (APIResponse, Client, Conversation, LLMClient, Message, Text, Tool, ToolCall,
                           ToolResult)
-from chatd_client.llm import SHADOW_PREFIX
 from client_fakes import start_daemon, text_stream, tool_call_stream
 
 NOTICE = "[echo: the offline model; set an API key to use a real one]"
@@ -40,8 +39,9 @@ def _names(daemon) -> list[str]:
         return [x["name"] for x in c.request("conversation/list", {"limit": 1000})["conversations"]]
 
 
-def _shadows(daemon) -> list[str]:
-    return [n for n in _names(daemon) if n.startswith(SHADOW_PREFIX)]
+def _stored(daemon) -> list[str]:
+    """Conversations in the daemon's store: a local Conversation must leave none behind."""
+    return _names(daemon)
 
 
 # ---------------------------------------------------------------- shapes (no daemon)
@@ -54,7 +54,6 @@ def test_message_and_conversation_shapes(daemon):
     call = Message("assistant", [ToolCall(id="c1", name="f", arguments={"a": 1})])
     result = Message("tool", [ToolResult(call_id="c1", name="f", output="ok")])
     assert call.completion is None and result.completion is None  # "[No text]" in the seed's history view
-    assert call.fingerprint() == ("assistant", "", ("c1",)) and result.fingerprint() == ("tool", "", ("c1",))
     response = APIResponse(content=Message.ai("hello"), model_internal="gpt-4.1")
     assert conv.with_response(response) is conv and conv.model_used == "gpt-4.1"
     assert conv.messages[-1].completion == "hello" and conv.messages.pop().role == "assistant"
@@ -113,39 +112,25 @@ def test_usage_cost_and_max_new_tokens_reach_the_provider(daemon, providers):
     assert response.finish_reason == "stop" and response.completion == "fine"
 
 
-def test_a_shadow_follows_the_local_history_and_is_deleted(daemon):
-    client = LLMClient("echo")
-    client.use_batch = False  # as against a daemon without chat/batch, or with tool history
+def test_a_local_conversation_sends_its_history_statelessly(daemon, providers):
+    """Without chat/batch (or with tool history) a local turn is a stateless chat/send carrying the
+    script's transcript, edits included; nothing is stored in the daemon."""
+    providers.openai = lambda req: text_stream(f"heard {len(req.json['messages'])} messages")
+    client = LLMClient("gpt-4o-mini")
+    client.use_batch = False
     conv = Conversation.system("Be brief.").user("one")
     r1 = client.process_prompts_sync([conv])
     conv.add(Message.ai(r1[0].completion)).user("two")
+    r2 = client.process_prompts_sync([conv])
+    assert r2[0].completion == "heard 4 messages"  # system, one, the reply, two
+    sent = providers.requests[-1].json["messages"]
+    assert [(m["role"], m["content"]) for m in sent] == [
+        ("developer", "Be brief."), ("user", "one"), ("assistant", "heard 2 messages"), ("user", "two")]
+    conv.messages[2] = Message.ai("something else")  # the script rewrites history: the next call sends it
     client.process_prompts_sync([conv])
-    [shadow] = _shadows(daemon)
-    with Client(daemon.socket) as c:
-        got = c.request("conversation/get", {"name": shadow})
-    assert [m["text"] for m in got["messages"] if m["role"] == "user"] == ["one", "two"]  # one shadow, continued
-    assert got["conversation"]["system"] == "Be brief."
-    # the script rewrites history: a new shadow, seeded with the earlier turns; the old one is gone
-    conv.messages[2] = Message.ai("something else")
-    client.process_prompts_sync([conv])
-    [replaced] = _shadows(daemon)
-    assert replaced != shadow
-    with Client(daemon.socket) as c:
-        system = c.request("conversation/get", {"name": replaced})["conversation"]["system"]
-    assert system.startswith("Be brief.") and "assistant: something else" in system
+    assert providers.requests[-1].json["messages"][2]["content"] == "something else"
     client.close()
-    assert _shadows(daemon) == []
-
-
-def test_shadows_are_deleted_at_exit_and_swept_after_a_crash(daemon):
-    with Client(daemon.socket) as c:
-        c.request("conversation/create", {"name": f"{SHADOW_PREFIX}999999999/deadbeef"})  # no such pid
-    code = ("from chatd_client import LLMClient, Conversation\n"
-            "c = LLMClient('echo'); c.use_batch = False\n"
-            "print(c.process_prompts_sync([Conversation().user('hi')])[0].completion)\n")
-    out = subprocess.run([sys.executable, "-c", code], env=daemon.env, capture_output=True, text=True, timeout=30)
-    assert out.stdout.strip() == f"{NOTICE} You said: hi" and out.stderr == ""
-    assert _shadows(daemon) == []
+    assert _stored(daemon) == []
 
 
 def test_agent_loop_runs_sync_and_async_tools_here(daemon, providers):
@@ -179,7 +164,16 @@ def test_agent_loop_runs_sync_and_async_tools_here(daemon, providers):
     assert response.completion == '{"key":"k","value":42} | HEY'
     assert [m.role for m in conv.messages] == ["user", "assistant", "tool", "assistant"]
     assert conv.model_used == "gpt-4o-mini" and conv.messages[1].tool_calls[0].name == "lookup"
-    assert _shadows(daemon) == []
+    assert _stored(daemon) == []
+    # the tool history goes back with the next turn, paired call by call
+    providers.openai = lambda req: text_stream("again")
+    conv.user("and again")
+    client = LLMClient("gpt-4o-mini")
+    asyncio.run(client.run_agent_loop(conv, tools=[lookup, shout], max_rounds=3))
+    sent = providers.requests[-1].json["messages"]
+    assert [m["role"] for m in sent] == ["user", "assistant", "tool", "tool", "assistant", "user"]
+    assert [m["tool_call_id"] for m in sent if m["role"] == "tool"] == ["c1", "c2"]
+    client.close()
 
 
 # ---------------------------------------------------------------- bound conversations

@@ -75,12 +75,6 @@ class Message:
     def tool_results(self) -> list[Any]:
         return [x for x in self.parts if type(x) is ToolResult]
 
-    def fingerprint(self) -> tuple[Any, ...]:
-        """What must match for two messages to be the same turn of history (see llm.py's shadows)."""
-        ids = tuple(x.id for x in self.parts if type(x) is ToolCall) + \
-            tuple(x.call_id for x in self.parts if type(x) is ToolResult)
-        return (self.role, self.completion or "", ids)
-
     @classmethod
     def from_wire(cls, msg: dict[str, Any] | p.MessageOut) -> "Message":
         """A message as the daemon sends it (`conversation/get`, `chat/send`'s `message`)."""

@@ -8,10 +8,10 @@ seed's loops expect; nothing here raises for a model that fails.
 Where a conversation's history goes:
 - bound (`Conversation.load(name)`): the daemon's conversation is the history; a call mirrors it into
   `.messages` and sends the last user message as the next turn, stored and shared like any other.
-- local, text only, no tools, and the daemon serves `chat/batch`: the whole transcript goes inline in a
-  stateless prompt; nothing is stored.
-- otherwise local (tools, or tool history): a *shadow*, a hidden daemon-side copy that each call sends
-  only the new user message to; see shadows.py.
+- local, text only, no tools: the whole transcript goes inline in a stateless `chat/batch` prompt.
+- local with tools (or tool history): a stateless `chat/send` carrying the transcript as `history`; the
+  agent loop runs in the daemon (tools passed as functions run here, on `tool/invoke`) and the messages
+  it produced come back in the result. Either way nothing is stored in the user's daemon.
 """
 
 from __future__ import annotations
@@ -27,12 +27,9 @@ import msgspec
 from chatd import protocol as p
 from chatd_client.connection import RpcError
 from chatd_client.conversation import Conversation, Message, Text, Thinking
-from chatd_client import shadows
 from chatd_client.daemon import DaemonUnavailable, ensure_daemon
 from chatd_client.session import LoopThread, Session
 from chatd_client.tool import Tool, as_tool
-
-SHADOW_PREFIX = shadows.PREFIX
 
 
 class Usage(p.Usage):
@@ -110,7 +107,6 @@ def _at_exit() -> None:  # runs before the interpreter stops the sync API's daem
             client.close()
         except Exception:
             pass
-    shadows.delete_live()
 
 
 class LLMClient:
@@ -132,7 +128,6 @@ class LLMClient:
         self.params = params  # per-request model options (e.g. the echo model's echoDelayMs)
         self._socket = socket
         self._sessions: dict[asyncio.AbstractEventLoop, Session] = {}
-        self._shadows = shadows.Shadows()
         self._sync: LoopThread | None = None
         self.use_batch = True  # stateless chat/batch for text-only local prompts, when the daemon has it
         _CLIENTS.add(self)
@@ -153,10 +148,7 @@ class LLMClient:
         async def one(prompt: str | Conversation) -> APIResponse:
             async with limit:
                 conv = Conversation().user(prompt) if isinstance(prompt, str) else prompt
-                response = await self._turn(conv, tool_list, max_rounds, "weighted", agent=bool(tool_list))
-                if isinstance(prompt, str):
-                    await self._shadows.forget(await self._session(), self.socket(), conv)
-                return response
+                return await self._turn(conv, tool_list, max_rounds, "weighted", agent=bool(tool_list))
 
         return list(await asyncio.gather(*(one(x) for x in prompts)))
 
@@ -189,19 +181,14 @@ class LLMClient:
         return self._run_sync(self.run_agent_loop(conversation, **kwargs))
 
     async def aclose(self) -> None:
-        """Delete this client's shadows and close its connection on this loop."""
-        try:
-            session = await self._session()
-            await self._shadows.drop_all(session, self.socket())
-        except (OSError, DaemonUnavailable):
-            pass
+        """Close this client's connection on this loop."""
         for loop, session in list(self._sessions.items()):
             if loop is _running_loop():
                 del self._sessions[loop]
                 await session.close()
 
     def close(self) -> None:
-        """Delete this client's shadows and close its connections (also done at exit)."""
+        """Close this client's connections (also done at exit)."""
         if self._sync is not None and not self._sync.loop.is_closed():
             try:
                 self._sync.run(self.aclose())
@@ -209,8 +196,6 @@ class LLMClient:
                 pass
             self._sync.stop()
             self._sync = None
-        if self._shadows and self._socket is not None:
-            self._shadows.delete_now(self._socket)
 
     # ------------------------------------------------------------ plumbing
     def _run_sync(self, coro: Any) -> Any:
@@ -232,7 +217,6 @@ class LLMClient:
         if session is None:
             socket = self.socket()
             session = self._sessions[loop] = await Session.open(socket)
-            await shadows.sweep_stale(session, socket)
         return session
 
     async def _turn(self, conv: Conversation, tools: list[Tool | str], max_rounds: int | None, prefer: str,
@@ -248,7 +232,7 @@ class LLMClient:
             params = self._send_params(tools, max_rounds)
             if conv.name is not None:
                 return await self._bound_turn(session, conv, params, prefer, agent)
-            return await self._shadow_turn(session, conv, params, prefer, agent)
+            return await self._local_turn(session, conv, params, prefer, agent)
         except RpcError as err:
             attempts = err.data.get("attempts") if isinstance(err.data, dict) else None
             return APIResponse.failed(err.message, err.code, attempts)
@@ -318,35 +302,30 @@ class LLMClient:
                 conv.model_used = response.model_internal
         return response
 
-    # ------------------------------------------------------------ local conversations (shadows)
-    async def _shadow_turn(self, session: Session, conv: Conversation, params: dict[str, Any], prefer: str,
-                           agent: bool) -> APIResponse:
-        system = conv.system_prompt
+    # ------------------------------------------------------------ local conversations
+    async def _local_turn(self, session: Session, conv: Conversation, params: dict[str, Any], prefer: str,
+                          agent: bool) -> APIResponse:
+        """A stateless `chat/send`: the script's transcript is the history; nothing is stored."""
         rest = [m for m in conv.messages if m.role != "system"]
         history, user = rest[:-1], rest[-1]
-        create: dict[str, Any] = {}
+        send: dict[str, Any] = {
+            "parts": _wire_parts(user), **params,
+            "history": [{"role": m.role, "parts": _wire_parts(m), **({"model": m.model} if m.model else {})}
+                        for m in history],
+            "preferModel": self._prefer(prefer, conv.model_used, None, daemon_weights=True)}
+        if conv.system_prompt is not None:
+            send["system"] = conv.system_prompt
         if self.models is not None:
-            create["models"] = self.models
+            send["models"] = self.models
             if self.model_weights is not None:
-                create["modelWeights"] = self.model_weights
-        shadow = await self._shadows.for_turn(session, self.socket(), conv, system, history, create)
-        prints = shadow.fingerprints
-        send = {"conversation": shadow.name, "parts": _wire_parts(user), **params,
-                "preferModel": self._prefer(prefer, conv.model_used, shadow.last_model, daemon_weights=True)}
+                send["modelWeights"] = self.model_weights
         result = await session.request(p.CHAT_SEND, send)
         response = APIResponse.from_send(result)
-        response.conversation = None  # the shadow is an implementation detail, not the user's conversation
-        seq = result["message"]["seq"]
-        turn = session.committed(shadow.name, seq)
-        if turn is None:
-            got = await session.request(p.CONVERSATION_GET, {"name": shadow.name, "afterSeq": shadow.last_seq})
-            turn = got["messages"]
-        replies = [Message.from_wire(m) for m in turn[1:]]
         if agent:
-            conv.messages += replies
+            for m in result["messages"]:
+                wire = msgspec.convert(m, p.MessageOut)
+                conv.messages.append(Message(wire.role, wire.parts, model=wire.model))
             conv.model_used = response.model_internal
-        shadow.fingerprints = prints + [user.fingerprint()] + [m.fingerprint() for m in replies]
-        shadow.last_seq, shadow.last_model = seq, response.model_internal
         return response
 
     # ------------------------------------------------------------ stateless batches
