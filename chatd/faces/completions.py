@@ -1,5 +1,5 @@
-"""OpenAI chat completions <-> chatd: a request body becomes a `chat/send` (bound to a conversation) or
-a stateless `chat/batch` prompt, and the answer goes back as one `chat.completion` or a stream of
+"""OpenAI chat completions <-> chatd: a request body becomes a `chat/send`, bound to a conversation or
+stateless (the request's messages as its history, nothing stored), and the answer goes back as one `chat.completion` or a stream of
 `chat.completion.chunk` server-sent events ending in `data: [DONE]` (the shapes the `openai` SDK parses)."""
 
 from __future__ import annotations
@@ -188,15 +188,9 @@ class Completion:
     async def run(self, client: AsyncClient, writer: asyncio.StreamWriter, keep_alive: bool) -> bool:
         """Answer on `writer`; returns whether the connection may be reused."""
         cid = "chatcmpl-" + uuid.uuid4().hex
-        if self.conversation and self.stream:
-            return await self._stream_bound(client, writer, keep_alive, cid)
-        answer = await (self._bound(client) if self.conversation else self._stateless(client))
         if self.stream:
-            sse = _Sse(writer, keep_alive, cid, answer.model)
-            sse.start()
-            sse.chunk({"content": answer.text})
-            sse.finish(answer, self.include_usage)
-            return keep_alive
+            return await self._stream(client, writer, keep_alive, cid)
+        answer = await self._send(client)
         writer.write(json_response(200, {
             "id": cid, "object": "chat.completion", "created": int(time.time()), "model": answer.model,
             "system_fingerprint": None,
@@ -205,42 +199,35 @@ class Completion:
             "usage": _usage(answer.usage), **answer.extra}, keep_alive))
         return keep_alive
 
-    # ------------------------------------------------------------ stateless: chat/batch, never stored
-    async def _stateless(self, client: AsyncClient) -> Answer:
-        prompt: dict[str, Any] = {"messages": [{"role": r, "text": t} for r, t in self.turns]}
-        if self.system is not None:
-            prompt["system"] = self.system
-        params: dict[str, Any] = {"prompts": [prompt], **self.options}
-        if self.models:
-            params["models"] = self.models
-        item = (await client.request(p.CHAT_BATCH, params))["results"][0]
-        if not item["ok"]:
-            raise from_rpc(item["error"]["code"], item["error"]["message"])
-        return Answer(item["text"], item["modelUsed"], item["usage"], item.get("finishReason") or "stop")
-
-    # ------------------------------------------------------------ bound: chat/send on a named conversation
     async def _send_params(self, client: AsyncClient) -> dict[str, Any]:
-        assert self.conversation is not None
-        if self.system is not None:  # a new conversation takes the request's system prompt
-            try:
-                await client.request(p.CONVERSATION_CREATE, {"name": self.conversation, "system": self.system})
-            except RpcError as exc:
-                if exc.code != p.CONVERSATION_EXISTS:
-                    raise
-        send: dict[str, Any] = {"conversation": self.conversation, "text": self.turns[-1][1], **self.options}
+        """A `chat/send`: on the bound conversation (chatd keeps the history; only the last user message
+        is sent), or stateless (no conversation: the request's messages are the history, nothing stored)."""
+        send: dict[str, Any] = {"text": self.turns[-1][1], **self.options}
+        if self.conversation is None:
+            send["history"] = [{"role": r, "parts": [{"type": "text", "text": t}]} for r, t in self.turns[:-1]]
+            if self.system is not None:
+                send["system"] = self.system
+        else:
+            if self.system is not None:  # a new conversation takes the request's system prompt
+                try:
+                    await client.request(p.CONVERSATION_CREATE, {"name": self.conversation, "system": self.system})
+                except RpcError as exc:
+                    if exc.code != p.CONVERSATION_EXISTS:
+                        raise
+            send["conversation"] = self.conversation
         if self.models:
             send["models"] = self.models
         if self.tools:
             send["tools"] = self.tools
         return send
 
-    async def _bound(self, client: AsyncClient) -> Answer:
+    async def _send(self, client: AsyncClient) -> Answer:
         r = await client.request(p.CHAT_SEND, await self._send_params(client))
         return Answer(r["message"]["text"], r["modelUsed"], r["usage"], r.get("finishReason") or "stop",
                       {"chatd": {"conversation": r["conversation"], "turnId": r["turnId"], "cost": r["cost"]}})
 
-    async def _stream_bound(self, client: AsyncClient, writer: asyncio.StreamWriter, keep_alive: bool,
-                            cid: str) -> bool:
+    async def _stream(self, client: AsyncClient, writer: asyncio.StreamWriter, keep_alive: bool,
+                      cid: str) -> bool:
         """Deltas go out as they arrive. The response starts with the first delta, so a turn refused
         before any text still gets a real HTTP error status."""
         send = await self._send_params(client)

@@ -14,9 +14,8 @@ The extra hop costs ~0.2 ms per request, nothing beside a model call.
   that conversation's next turn (`chat/send`): chatd keeps the history, so only the last message (the
   user's) is used; a system message creates the conversation with that system prompt if it is new.
   `chatd_tools` (registry names or globs) offers chatd's tools to that turn.
-- Stateless otherwise: the whole transcript goes to `chat/batch` as an inline prompt, which is never
-  stored, so the user's conversation list is not littered. `chat/batch` streams no deltas, so a streamed
-  stateless request gets its answer as one content chunk.
+- Stateless otherwise: a stateless `chat/send` with the request's transcript as its history; nothing is
+  stored, so the user's conversation list is not littered, and a streamed request streams as it comes.
 - Security: binds loopback addresses only (and checks each peer); every request needs
   `Authorization: Bearer <token>` with the token from `<runtime dir>/http.token` (0600, generated once);
   a request with an `Origin` other than the face's own, or a `Host` that is not loopback (DNS
