@@ -361,29 +361,38 @@ def auth_headers(api_key: str | None, extra: dict[str, str] | None) -> dict[str,
     return headers
 
 
-class OpenAIChatProvider:
-    """Chat Completions over an injected client; `dialect` adapts it to OpenAI-compatible servers."""
+class OpenAIStreamingProvider:
+    """What the OpenAI adapters share: an injected client, a URL under the base, bearer auth, one streamed
+    POST whose SSE events feed a parser, and keys scrubbed from whatever leaves. Subclasses name the path,
+    build the body and make the parser (anything with `feed(event, data)`, `done` and `end()`)."""
+
+    path = ""
 
     def __init__(self, http: httpx.AsyncClient, *, base_url: str, api_key: str | None, name: str = "openai",
-                 extra_headers: dict[str, str] | None = None, dialect: Dialect = OPENAI) -> None:
+                 extra_headers: dict[str, str] | None = None) -> None:
         self.http = http
         self.name = name
-        self.url = base_url.rstrip("/") + "/chat/completions"
+        self.url = base_url.rstrip("/") + self.path
         self._key = api_key
         self._headers = auth_headers(api_key, extra_headers)
-        self.dialect = dialect
 
     def __repr__(self) -> str:
-        return f"OpenAIChatProvider(name={self.name!r}, url={self.url!r})"
+        return f"{type(self).__name__}(name={self.name!r}, url={self.url!r})"
+
+    def body(self, request: ProviderRequest) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def parser(self) -> Any:
+        raise NotImplementedError
 
     async def stream(self, request: ProviderRequest) -> AsyncIterator[Event]:
-        body = build_request(request, self.dialect)
-        state = ChatStream()
+        body = self.body(request)
+        state = self.parser()
         try:
             async with aclosing(post_sse(self.http, self.url, body=body, headers=self._headers, secrets=(self._key,),
                                          error_from_body=error_from_body, provider=self.name)) as events:
-                async for _event, data in events:
-                    for ev in state.feed(data):
+                async for event, data in events:
+                    for ev in state.feed(event, data):
                         yield ev
                     if state.done:
                         break
@@ -391,6 +400,42 @@ class OpenAIChatProvider:
                 yield ev
         except Exception as err:
             raise scrubbed(err, self._key) from None
+
+
+class OpenAIChatProvider(OpenAIStreamingProvider):
+    """Chat Completions over an injected client; `dialect` adapts it to OpenAI-compatible servers."""
+
+    path = "/chat/completions"
+
+    def __init__(self, http: httpx.AsyncClient, *, base_url: str, api_key: str | None, name: str = "openai",
+                 extra_headers: dict[str, str] | None = None, dialect: Dialect = OPENAI) -> None:
+        super().__init__(http, base_url=base_url, api_key=api_key, name=name, extra_headers=extra_headers)
+        self.dialect = dialect
+
+    def body(self, request: ProviderRequest) -> dict[str, Any]:
+        return build_request(request, self.dialect)
+
+    def parser(self) -> Any:
+        return _ChatEvents()
+
+
+class _ChatEvents:
+    """ChatStream behind the (event, data) interface: Chat Completions streams have no event names."""
+
+    __slots__ = ("_s",)
+
+    def __init__(self) -> None:
+        self._s = ChatStream()
+
+    def feed(self, _event: str | None, data: str) -> list[Event]:
+        return self._s.feed(data)
+
+    @property
+    def done(self) -> bool:
+        return self._s.done
+
+    def end(self) -> list[Event]:
+        return self._s.end()
 
 
 def scrubbed(err: Exception, *secrets: str | None) -> ProviderError:

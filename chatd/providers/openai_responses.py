@@ -10,7 +10,6 @@ survives tool-call rounds. chatd keeps the whole transcript itself, so requests 
 from __future__ import annotations
 
 import json
-from contextlib import aclosing
 from typing import Any, AsyncIterator
 
 import httpx
@@ -20,9 +19,8 @@ from chatd import protocol as p
 from chatd.providers.base import (
     Event, Finish, ProviderError, ProviderRequest, TextDelta, ThinkingEvent, ToolCallEvent, UsageEvent,
 )
-from chatd.providers.transport import post_sse
 from chatd.providers.openai_chat import (
-    IdMap, OpenAIChatProvider, _json_schema, auth_headers, error_from_body, error_text, scrubbed, tool_output_text,
+    IdMap, OpenAIChatProvider, OpenAIStreamingProvider, _json_schema, error_text, tool_output_text,
 )
 
 
@@ -208,33 +206,14 @@ class ResponsesStream:
 
 
 # ---------------------------------------------------------------- I/O
-class OpenAIResponsesProvider:
-    def __init__(self, http: httpx.AsyncClient, *, base_url: str, api_key: str | None, name: str = "openai",
-                 extra_headers: dict[str, str] | None = None) -> None:
-        self.http = http
-        self.name = name
-        self.url = base_url.rstrip("/") + "/responses"
-        self._key = api_key
-        self._headers = auth_headers(api_key, extra_headers)
+class OpenAIResponsesProvider(OpenAIStreamingProvider):
+    path = "/responses"
 
-    def __repr__(self) -> str:
-        return f"OpenAIResponsesProvider(name={self.name!r}, url={self.url!r})"
+    def body(self, request: ProviderRequest) -> dict[str, Any]:
+        return build_request(request, self.name)
 
-    async def stream(self, request: ProviderRequest) -> AsyncIterator[Event]:
-        body = build_request(request, self.name)
-        state = ResponsesStream()
-        try:
-            async with aclosing(post_sse(self.http, self.url, body=body, headers=self._headers, secrets=(self._key,),
-                                         error_from_body=error_from_body, provider=self.name)) as events:
-                async for event, data in events:
-                    for ev in state.feed(event, data):
-                        yield ev
-                    if state.done:
-                        break
-            for ev in state.end():
-                yield ev
-        except Exception as err:
-            raise scrubbed(err, self._key) from None
+    def parser(self) -> Any:
+        return ResponsesStream()
 
 
 class OpenAIProvider:
