@@ -9,7 +9,14 @@ want="$(cat "$ROOT/pyproject.toml" | sha256sum | cut -d' ' -f1)"
 if [ ! -x "$VENV/bin/python" ]; then
   "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "chatd needs Python 3.11+ ($PY is older)" >&2; exit 1; }
   echo "setting up $VENV ..." >&2
-  "$PY" -m venv "$VENV"
+  if ! "$PY" -m venv "$VENV" 2>/dev/null; then
+    # Debian's python3 ships without ensurepip; its python3-venv package provides it.
+    rm -rf "$VENV"
+    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    echo "installing python3-venv with apt ..." >&2
+    $SUDO apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3-venv >/dev/null
+    "$PY" -m venv "$VENV"
+  fi
 fi
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "installing chatd${extras:+ with [$extras]} into $VENV ..." >&2
