@@ -11,6 +11,8 @@ import os
 import random
 import time
 
+import pytest
+
 from chatd_client import AsyncClient
 from helpers import new_daemon
 
@@ -22,6 +24,7 @@ def _rss_kb(pid: int) -> int:
         return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
 
 
+@pytest.mark.timeout(SECONDS * 2 + 120)
 def test_soak(tmp_path):
     d = new_daemon(tmp_path).start()
     rng = random.Random(7)
