@@ -21,7 +21,9 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from chatd import protocol as p
 from chatd.errors import ChatdError, InvalidArgument, LimitExceeded
-from chatd.providers.base import Finish, ProviderError, ProviderRequest, TextDelta, UsageEvent, cost_of
+from chatd.providers.base import (
+    Finish, ProviderError, ProviderRequest, TextDelta, UsageEvent, cost_of, whole_reply,
+)
 from chatd.ratelimit import estimate_tokens
 from chatd.routing import WEIGHTED, AllModelsFailed, StallGuard
 
@@ -163,24 +165,26 @@ class Batch:
                            attempts=attempts if len(attempts) > 1 else [])
 
     async def _call(self, name: str, system: str | None, messages: list[p.MessageOut]) -> _Answer:
-        """One model call, text only (no tools are offered), under the model's stall timeout."""
+        """One model call, text only (no tools are offered), non-streamed where the provider can (no
+        deltas go anywhere), under the model's stall timeout: for a non-streamed call, nothing arrives
+        until the whole reply, so the stall timeout bounds the whole call."""
         spec = self.service.registry.get(name)
         provider = self.service.providers.get(spec.provider)
         if provider is None:
             raise ProviderError("auth", f"no {spec.provider} provider is configured (no API key?)")
         request = ProviderRequest(model=spec, system=system, messages=messages, options=self.options)
+        async with StallGuard(self.router.stall_timeout(name)) as guard:
+            events = await whole_reply(provider, request, guard.tick)
         chunks: list[str] = []
         usage, reason = p.Usage(), "stop"
-        async with StallGuard(self.router.stall_timeout(name)) as guard:
-            async for event in provider.stream(request):
-                guard.tick()
-                kind = type(event)
-                if kind is TextDelta:
-                    chunks.append(event.text)
-                elif kind is UsageEvent:
-                    usage = event.usage
-                elif kind is Finish:
-                    reason = event.reason
+        for event in events:
+            kind = type(event)
+            if kind is TextDelta:
+                chunks.append(event.text)
+            elif kind is UsageEvent:
+                usage = event.usage
+            elif kind is Finish:
+                reason = event.reason
         return _Answer("".join(chunks), usage, reason)
 
     async def _turn(self, index: int, prompt: p.BatchPrompt, t0: float) -> p.BatchItem:

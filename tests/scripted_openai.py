@@ -1,7 +1,9 @@
 """Scripted OpenAI Chat Completions streams for daemon-level tests, in the exact shape of the recorded
 fixtures (`openai_chat_text_stream.txt`, `openai_chat_toolcall_stream.txt`): a role delta, content or
 tool-call deltas (arguments in fragments), a finish chunk with an empty delta, the usage chunk with
-`choices: []`, then `[DONE]`. Served by tests/providers/fakes.py's FakeServer on 127.0.0.1."""
+`choices: []`, then `[DONE]`. Each also carries its non-streamed form in the shape of
+`openai_chat_toolcall_nonstream_response.txt`, for requests that do not ask to stream (`chat/batch`).
+Served by tests/providers/fakes.py's FakeServer on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -26,16 +28,28 @@ def _choice(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
     return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
 
 
+def _whole(message: dict[str, Any], finish: str, usage: dict[str, int]) -> bytes:
+    """The non-streamed chat.completion body for the same reply."""
+    return json.dumps({**_BASE, "object": "chat.completion", "choices": [
+        {"index": 0, "message": {"role": "assistant", **message}, "logprobs": None, "finish_reason": finish}],
+        "usage": usage}, indent=2).encode()
+
+
+def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens}
+
+
 def text_stream(text: str, prompt_tokens: int = 12, completion_tokens: int = 7) -> Reply:
     chunks = [_chunk([_choice({"role": "assistant", "content": "", "refusal": None})])]
     words = text.split(" ")
     for i, word in enumerate(words):
         chunks.append(_chunk([_choice({"content": word + (" " if i < len(words) - 1 else "")})]))
     chunks.append(_chunk([_choice({}, "stop")]))
-    chunks.append(_chunk([], usage={"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                                    "total_tokens": prompt_tokens + completion_tokens}))
+    usage = _usage(prompt_tokens, completion_tokens)
+    chunks.append(_chunk([], usage=usage))
     chunks.append(b"data: [DONE]\n\n")
-    return Reply(chunks=chunks)
+    return Reply(chunks=chunks, whole=_whole({"content": text, "refusal": None}, "stop", usage))
 
 
 def tool_call_stream(calls: list[tuple[str, str, dict[str, Any]]]) -> Reply:
@@ -52,9 +66,12 @@ def tool_call_stream(calls: list[tuple[str, str, dict[str, Any]]]) -> Reply:
         for piece in (encoded[:third], encoded[third:2 * third], encoded[2 * third:]):
             chunks.append(_chunk([_choice({"tool_calls": [{"index": index, "function": {"arguments": piece}}]})]))
     chunks.append(_chunk([_choice({}, "tool_calls")]))
-    chunks.append(_chunk([], usage={"prompt_tokens": 44, "completion_tokens": 16, "total_tokens": 60}))
+    usage = _usage(44, 16)
+    chunks.append(_chunk([], usage=usage))
     chunks.append(b"data: [DONE]\n\n")
-    return Reply(chunks=chunks)
+    message = {"content": None, "tool_calls": [{"id": call_id, "type": "function", "function": {
+        "name": name, "arguments": json.dumps(arguments)}} for call_id, name, arguments in calls]}
+    return Reply(chunks=chunks, whole=_whole(message, "tool_calls", usage))
 
 
 def openai_env(server: FakeServer) -> dict[str, str]:

@@ -6,7 +6,7 @@ It never reads configuration or the environment: keys, base URLs and clients are
 
 from __future__ import annotations
 
-from typing import Any, AsyncIterator, Literal, Protocol
+from typing import Any, AsyncIterator, Callable, Literal, Protocol
 
 import msgspec
 
@@ -100,9 +100,26 @@ class ProviderError(Exception):
 
 
 class Provider(Protocol):
+    """`stream()` yields a reply's events as they arrive. An adapter whose API has a cheaper
+    non-streamed call may also define `async complete(request) -> list[Event]`: the same events, all at
+    once (see `whole_reply`)."""
+
     name: str
 
     def stream(self, request: ProviderRequest) -> AsyncIterator[Event]: ...
+
+
+async def whole_reply(provider: Provider, request: ProviderRequest, tick: Callable[[], None]) -> list[Event]:
+    """A reply's events when nobody watches it arrive: the provider's `complete()` where it has one,
+    else its stream gathered, with `tick()` called per event (the caller's stall guard)."""
+    complete = getattr(provider, "complete", None)
+    if complete is not None:
+        return await complete(request)
+    events: list[Event] = []
+    async for event in provider.stream(request):
+        tick()
+        events.append(event)
+    return events
 
 
 def retry_after_seconds(headers: Any) -> float | None:

@@ -2,8 +2,10 @@
 
 Pure parts: `build_request(request, dialect)` makes the JSON body from the neutral transcript, and
 `ChatStream.feed(data)` turns one SSE `data:` payload into neutral events (`ChatStream.end()` closes the
-turn). `OpenAIChatProvider.stream()` is the only I/O: one `http.stream("POST", ...)` over the injected
-client, raw byte chunks into `SSEParser`. `error_from_body()` is shared with the Responses adapter.
+turn); `completion_events(doc)` does the same for a whole non-streamed reply, through the same state.
+`OpenAIChatProvider.stream()` is one `http.stream("POST", ...)` over the injected client, raw byte chunks
+into `SSEParser`; `complete()` is one non-streamed POST (what `chat/batch` uses: no deltas to forward,
+so the cheaper request). `error_from_body()` is shared with the Responses adapter.
 
 Errors, mapped once here: HTTP status -> `base.http_error` with the provider's own message; an `error`
 object inside a 200 stream, a malformed chunk, or EOF before a finish -> ProviderError("stream");
@@ -27,7 +29,7 @@ from chatd.providers.base import (
     Event, Finish, ProviderError, ProviderRequest, TextDelta, ThinkingEvent, ToolCallEvent, UsageEvent,
     http_error, scrub,
 )
-from chatd.providers.transport import post_sse
+from chatd.providers.transport import post_json, post_sse
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,16 +49,17 @@ _REASONING_DROPS = ("temperature", "top_p")  # o-series and gpt-5 reject samplin
 
 
 # ---------------------------------------------------------------- request
-def build_request(request: ProviderRequest, dialect: Dialect = OPENAI) -> dict[str, Any]:
-    """The Chat Completions JSON body for a neutral request (pure)."""
+def build_request(request: ProviderRequest, dialect: Dialect = OPENAI, *, stream: bool = True) -> dict[str, Any]:
+    """The Chat Completions JSON body for a neutral request (pure); `stream=False` asks for one JSON reply."""
     spec = request.model
     opts = {**spec.options, **request.options}
     body: dict[str, Any] = {"model": spec.api_model, "messages": build_messages(request, dialect)}
     if request.tools:
         body["tools"] = [_tool(t) for t in request.tools]
-    body["stream"] = True
-    if dialect.include_usage:
-        body["stream_options"] = {"include_usage": True}
+    if stream:
+        body["stream"] = True
+        if dialect.include_usage:
+            body["stream_options"] = {"include_usage": True}
     reasoning = "reasoning" in spec.capabilities
     if opts.get("maxNewTokens") is not None:
         body[dialect.max_tokens_field] = int(opts["maxNewTokens"])
@@ -214,7 +217,21 @@ class _Chunk(msgspec.Struct):
     x_groq: dict[str, Any] | None = None
 
 
+class _WholeChoice(msgspec.Struct):
+    """A non-streamed choice: its `message` has the fields of a stream delta, complete."""
+
+    message: _Delta | None = None
+    finish_reason: str | None = None
+
+
+class _Completion(msgspec.Struct):
+    choices: list[_WholeChoice] | None = None
+    usage: dict[str, Any] | None = None
+    error: Any = None
+
+
 _decode_chunk = msgspec.json.Decoder(_Chunk).decode
+_decode_completion = msgspec.json.Decoder(_Completion).decode
 _FINISH = {"tool_calls": "tool_calls", "function_call": "tool_calls"}
 
 
@@ -268,6 +285,10 @@ class ChatStream:
             chunk = _decode_chunk(data)
         except (msgspec.DecodeError, msgspec.ValidationError) as err:
             raise ProviderError("stream", f"malformed stream chunk ({err}): {data[:120]!r}") from None
+        return self.take(chunk)
+
+    def take(self, chunk: _Chunk) -> list[Event]:
+        """The events of one decoded chunk."""
         if chunk.error is not None:
             raise ProviderError("stream", f"error mid-stream: {error_text(chunk.error)}")
         out: list[Event] = []
@@ -342,6 +363,21 @@ class ChatStream:
         return out
 
 
+def completion_events(raw: bytes) -> list[Event]:
+    """A whole non-streamed Chat Completions reply (the JSON body) as the events its stream would have
+    given: thinking, text, tool calls, usage, then Finish. Parsed by the same `ChatStream`, so a reply
+    means the same thing either way; a body that is not such a reply is a `stream` error."""
+    try:
+        whole = _decode_completion(raw)
+    except (msgspec.DecodeError, msgspec.ValidationError) as err:
+        raise ProviderError("stream", f"malformed reply ({err}): {raw[:120]!r}") from None
+    state = ChatStream()
+    state.done = True  # the reply is complete even if a server leaves finish_reason out
+    choices = [_Choice(delta=c.message, finish_reason=c.finish_reason) for c in whole.choices or ()]
+    out = state.take(_Chunk(choices=choices, usage=whole.usage, error=whole.error))
+    return out + state.end()
+
+
 # ---------------------------------------------------------------- I/O
 def error_from_body(status: int, raw: bytes, headers: Any) -> ProviderError:
     """An OpenAI(-compatible) error body, classified by status."""
@@ -411,12 +447,23 @@ class OpenAIChatProvider(OpenAIStreamingProvider):
                  extra_headers: dict[str, str] | None = None, dialect: Dialect = OPENAI) -> None:
         super().__init__(http, base_url=base_url, api_key=api_key, name=name, extra_headers=extra_headers)
         self.dialect = dialect
+        self._json_headers = {**self._headers, "Accept": "application/json"}
 
     def body(self, request: ProviderRequest) -> dict[str, Any]:
         return build_request(request, self.dialect)
 
     def parser(self) -> Any:
         return _ChatEvents()
+
+    async def complete(self, request: ProviderRequest) -> list[Event]:
+        """The whole reply from one non-streamed POST, as the events `stream()` would have yielded."""
+        try:
+            raw = await post_json(self.http, self.url, body=build_request(request, self.dialect, stream=False),
+                                  headers=self._json_headers, secrets=(self._key,), error_from_body=error_from_body,
+                                  provider=self.name)
+            return completion_events(raw)
+        except Exception as err:
+            raise scrubbed(err, self._key) from None
 
 
 class _ChatEvents:

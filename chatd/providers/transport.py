@@ -1,6 +1,7 @@
-"""The HTTP part every SSE provider shares: POST a JSON body, classify a failed status from the body,
-parse the 2xx stream from raw byte chunks, and turn every transport failure into a ProviderError whose
-text carries no secret. Adapters supply only their URL, headers and error-body reader."""
+"""The HTTP part every provider shares: POST a JSON body, classify a failed status from the body, parse
+the 2xx reply (an SSE stream from raw byte chunks, or one JSON document), and turn every transport
+failure into a ProviderError whose text carries no secret. Adapters supply only their URL, headers and
+error-body reader."""
 
 from __future__ import annotations
 
@@ -27,10 +28,7 @@ async def post_sse(http: httpx.AsyncClient, url: str, *, body: dict[str, Any], h
     try:
         async with http.stream("POST", url, content=msgspec.json.encode(body), headers=headers) as resp:
             if resp.status_code >= 300:
-                raw = await resp.aread()
-                err = error_from_body(resp.status_code, raw, resp.headers)
-                raise ProviderError(err.kind, scrub(err.message, secrets), status=err.status,
-                                    retry_after=err.retry_after)
+                await _raise_status(resp, error_from_body, secrets)
             parser = SSEParser()
             async for chunk in resp.aiter_bytes():
                 received = True
@@ -40,16 +38,46 @@ async def post_sse(http: httpx.AsyncClient, url: str, *, body: dict[str, Any], h
                 yield item
     except ProviderError:
         raise
-    except httpx.HTTPError as err:
+    except (httpx.HTTPError, OSError, ValueError, UnicodeError) as err:
+        raise transport_error(err, received, provider, url, secrets) from None
+
+
+async def post_json(http: httpx.AsyncClient, url: str, *, body: dict[str, Any], headers: dict[str, str],
+                    secrets: Iterable[str | None], error_from_body: ErrorFromBody, provider: str) -> bytes:
+    """POST `body` and return the body of a 2xx reply (a non-streamed completion, for the adapter to
+    decode); every failure classified as `post_sse` classifies it."""
+    secrets = tuple(s for s in secrets if s)
+    received = False
+    try:
+        async with http.stream("POST", url, content=msgspec.json.encode(body), headers=headers) as resp:
+            if resp.status_code >= 300:
+                await _raise_status(resp, error_from_body, secrets)
+            received = True
+            return await resp.aread()
+    except ProviderError:
+        raise
+    except (httpx.HTTPError, OSError, ValueError, UnicodeError) as err:
+        raise transport_error(err, received, provider, url, secrets) from None
+
+
+async def _raise_status(resp: httpx.Response, error_from_body: ErrorFromBody, secrets: tuple[str, ...]) -> None:
+    raw = await resp.aread()
+    err = error_from_body(resp.status_code, raw, resp.headers)
+    raise ProviderError(err.kind, scrub(err.message, secrets), status=err.status, retry_after=err.retry_after)
+
+
+def transport_error(err: Exception, received: bool, provider: str, url: str, secrets: tuple[str, ...]
+                    ) -> ProviderError:
+    """A transport failure as a ProviderError: a real timeout is `timeout`; anything else is `connection`
+    before any byte of the reply and `stream` after (the reply broke mid-way)."""
+    kind = "stream" if received else "connection"
+    if isinstance(err, httpx.HTTPError):
         if is_timeout(err):
-            raise ProviderError("timeout", scrub(f"{provider}: timed out talking to {host_of(url)}"
-                                                 f" ({type(err).__name__})", secrets)) from None
-        kind = "stream" if received else "connection"
-        raise ProviderError(kind, scrub(f"{provider}: {type(err).__name__} talking to {host_of(url)}: {err}",
-                                        secrets)) from None
-    except (OSError, ValueError, UnicodeError) as err:
-        kind = "stream" if received else "connection"
-        raise ProviderError(kind, scrub(f"{provider}: {type(err).__name__}: {err}", secrets)) from None
+            return ProviderError("timeout", scrub(f"{provider}: timed out talking to {host_of(url)}"
+                                                  f" ({type(err).__name__})", secrets))
+        return ProviderError(kind, scrub(f"{provider}: {type(err).__name__} talking to {host_of(url)}: {err}",
+                                         secrets))
+    return ProviderError(kind, scrub(f"{provider}: {type(err).__name__}: {err}", secrets))
 
 
 def is_timeout(err: httpx.HTTPError) -> bool:

@@ -3,7 +3,9 @@
 A real HTTP/1.1 server on a real socket (raw asyncio, keep-alive, chunked bodies), so requests go
 through httpx's whole stack, or the official SDK's. Each request is captured (`Captured`); the reply
 is scripted (`Reply`): status, headers, SSE chunks, and failure injection (drop the connection after
-N chunks, stall after the chunks until the client gives up).
+N chunks, stall after the chunks until the client gives up). A Chat Completions reply may also carry
+its non-streamed form (`whole`), served instead when the request does not ask to stream, with the
+same fault: a drop cuts the JSON body in half, a stall sends no body.
 """
 
 from __future__ import annotations
@@ -21,6 +23,11 @@ if not WIRE.is_dir():  # CI clones the repo with shared/ beside it
 
 def fixture_text(name: str) -> str:
     return (WIRE / name).read_text()
+
+
+def fixture_json(name: str) -> bytes:
+    """A fixture holding one JSON document (a non-streamed reply), without the file's `#` notes."""
+    return "\n".join(ln for ln in fixture_text(name).splitlines() if not ln.startswith("#")).strip().encode()
 
 
 def fixture_events(name: str) -> list[bytes]:
@@ -75,10 +82,23 @@ class Reply:
     headers: dict[str, str] = field(default_factory=lambda: {"content-type": "text/event-stream"})
     drop_after: int | None = None  # close the socket after this many chunks, mid-body
     stall: bool = False  # after the chunks, send nothing more until the client hangs up
+    whole: bytes | None = None  # the same reply non-streamed (a chat.completion JSON body)
 
     @classmethod
     def json(cls, status: int, body: Any, headers: dict[str, str] | None = None) -> "Reply":
         return cls(status, [json.dumps(body).encode()], {"content-type": "application/json", **(headers or {})})
+
+    def for_request(self, req: "Captured") -> "Reply":
+        """What to send for `req`: the non-streamed form, faults kept, when it did not ask to stream."""
+        if self.whole is None or req.json.get("stream"):
+            return self
+        headers = {"content-type": "application/json"}
+        if self.drop_after is not None:
+            half = len(self.whole) // 2
+            return Reply(self.status, [self.whole[:half], self.whole[half:]], headers, drop_after=1)
+        if self.stall:
+            return Reply(self.status, [], headers, stall=True)
+        return Reply(self.status, [self.whole], headers)
 
 
 _REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 429: "Too Many Requests",
@@ -114,10 +134,12 @@ class FakeServer:
     def _reply_for(self, req: Captured) -> Reply:
         h = self.handler
         if isinstance(h, Reply):
-            return h
-        if isinstance(h, list):
-            return h[len(self.requests) - 1]
-        return h(req)
+            reply = h
+        elif isinstance(h, list):
+            reply = h[len(self.requests) - 1]
+        else:
+            reply = h(req)
+        return reply.for_request(req)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._writers.add(writer)

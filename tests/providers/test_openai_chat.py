@@ -7,10 +7,10 @@ import httpx
 import pytest
 
 from chatd import protocol as p
-from chatd.providers.base import Finish, TextDelta, ThinkingEvent, ToolCallEvent, UsageEvent, cost_of
+from chatd.providers.base import Finish, ProviderError, TextDelta, ThinkingEvent, ToolCallEvent, UsageEvent, cost_of
 from chatd.providers.openai_chat import COMPAT, ChatStream, OpenAIChatProvider, build_messages, build_request
 from chatd.providers.openai_responses import OpenAIProvider
-from fakes import FakeServer, Reply, fixture_events, sse, split
+from fakes import FakeServer, Reply, fixture_events, fixture_json, sse, split
 from provider_helpers import WEATHER, client, collect, msg, request, run
 
 KEY = "sk-test-abcdefgh12345678"
@@ -274,3 +274,75 @@ def test_connection_refused_is_a_connection_error(transport):
             return await collect(provider(http, url), request())
     events, err = run(main())
     assert err.kind == "connection"
+
+
+# ---------------------------------------------------------------- non-streamed replies (`complete`, chat/batch's path)
+async def completed(prov: OpenAIChatProvider, req) -> tuple[list, Exception | None]:
+    try:
+        return await prov.complete(req), None
+    except ProviderError as err:
+        return [], err
+
+
+def test_a_non_streamed_request_drops_stream_and_stream_options_only():
+    req = request("gpt-4o", msg("user", "Hello!"), system="s", maxNewTokens=9)
+    streamed, whole = build_request(req), build_request(req, stream=False)
+    assert "stream" not in whole and "stream_options" not in whole
+    assert {k: v for k, v in streamed.items() if k not in ("stream", "stream_options")} == whole
+
+
+def test_the_recorded_non_streamed_tool_call_reply_gives_the_streams_events(transport):
+    async def main():
+        reply = Reply(chunks=[fixture_json("openai_chat_toolcall_nonstream_response.txt")],
+                      headers={"content-type": "application/json"})
+        async with FakeServer(reply) as srv, client(transport) as http:
+            events, err = await completed(provider(http, srv.url), request("gpt-4o", tools=[WEATHER]))
+            return srv.requests[0], events, err
+    req, events, err = run(main())
+    assert err is None
+    assert events == [ToolCallEvent(id="call_abc123", name="get_current_weather", arguments={"location": "Boston, MA"}),
+                      UsageEvent(p.Usage(input_tokens=82, output_tokens=17)), Finish("tool_calls")]
+    assert "stream" not in req.json and req.headers["accept"] == "application/json"
+    assert req.headers["authorization"] == f"Bearer {KEY}"
+
+
+def test_a_non_streamed_text_reply_with_reasoning_and_cached_usage(transport):
+    body = {"id": "x", "object": "chat.completion", "choices": [{"index": 0, "finish_reason": "length", "message": {
+        "role": "assistant", "content": "Forty-two.", "reasoning_content": "think first"}}],
+        "usage": {"prompt_tokens": 30, "completion_tokens": 5, "prompt_tokens_details": {"cached_tokens": 10}}}
+
+    async def main():
+        async with FakeServer(Reply.json(200, body)) as srv, client(transport) as http:
+            return await completed(provider(http, srv.url, dialect=COMPAT), request("deepseek-chat"))
+    events, err = run(main())
+    assert err is None
+    assert events == [ThinkingEvent(text="think first"), TextDelta("Forty-two."),
+                      UsageEvent(p.Usage(input_tokens=30, output_tokens=5, cached_tokens=10)), Finish("length")]
+
+
+@pytest.mark.parametrize("reply, kind, words", [
+    (Reply.json(429, _error_body("Rate limit reached", "requests"), {"retry-after": "3"}), "rate_limit", "Rate limit"),
+    (Reply.json(400, _error_body("This model's maximum context length is 8192 tokens.")), "context_length", "8192"),
+    (Reply.json(200, {"error": {"message": "upstream overloaded", "type": "server_error"}}), "stream", "overloaded"),
+    (Reply(chunks=[b"<html>502 Bad Gateway</html>"], headers={"content-type": "text/html"}), "stream", "malformed"),
+    (Reply.json(200, {"choices": "nope"}), "stream", "malformed"),
+    (Reply(chunks=[b'{"choices":[{"message":{"content":"cut', b'off"}}]}'], drop_after=1), "stream", ""),
+])
+def test_non_streamed_failures_are_classified_as_the_stream_classifies_them(reply, kind, words, transport):
+    async def main():
+        async with FakeServer(reply) as srv, client(transport) as http:
+            return await completed(provider(http, srv.url), request())
+    events, err = run(main())
+    assert events == [] and err is not None and err.kind == kind and words in err.message
+    assert KEY not in str(err)
+    if kind == "rate_limit":
+        assert err.retry_after == 3.0
+
+
+def test_a_non_streamed_reply_that_never_comes_is_a_timeout(transport):
+    async def main():
+        async with FakeServer(Reply(headers={"content-type": "application/json"}, stall=True)) as srv, \
+                client(transport, read_timeout=0.3) as http:
+            return await completed(provider(http, srv.url), request())
+    events, err = run(main())
+    assert err.kind == "timeout" and KEY not in str(err)

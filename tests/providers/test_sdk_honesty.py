@@ -12,8 +12,9 @@ openai = pytest.importorskip("openai")
 from chatd import protocol as p  # noqa: E402
 from chatd.providers.openai_chat import OpenAIChatProvider  # noqa: E402
 from chatd.providers.openai_responses import OpenAIResponsesProvider  # noqa: E402
-from fakes import FakeServer, Reply, fixture_events  # noqa: E402
+from fakes import FakeServer, Reply, fixture_events, fixture_json  # noqa: E402
 from provider_helpers import WEATHER, client, collect, msg, request, run  # noqa: E402
+from scripted_openai import text_stream  # noqa: E402
 from test_openai_responses import TOOL_STREAM  # noqa: E402
 
 KEY = "sk-test-honesty-0123456789"
@@ -105,3 +106,29 @@ def test_sdk_parses_the_fake_responses_streams():
     for field in ("model", "instructions", "stream"):
         assert ours[field] == theirs[field]
     assert ours["input"] == [{"role": "user", "content": "Hello!"}]  # the SDK's string input, as a message item
+
+
+def test_sdk_parses_the_non_streamed_replies_and_sends_the_same_non_streamed_body():
+    """chat/batch's path: the SDK's plain `create()` (no stream) sends what `complete()` sends, and parses
+    both the recorded non-streamed reply and the scripted fakes' `whole` form."""
+    recorded = Reply(chunks=[fixture_json("openai_chat_toolcall_nonstream_response.txt")],
+                     headers={"content-type": "application/json"})
+    scripted = text_stream("hello from the whole reply", prompt_tokens=3, completion_tokens=5)
+
+    async def main():
+        async with FakeServer([recorded, scripted, recorded]) as srv:
+            async with sdk(srv.url) as c:
+                tool = await c.chat.completions.create(model="gpt-4o", messages=[
+                    {"role": "user", "content": "weather in Boston?"}], tools=TOOLS_SDK, max_completion_tokens=50)
+                text = await c.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+            async with client() as http:
+                await OpenAIChatProvider(http, base_url=srv.url + "/v1", api_key=KEY).complete(
+                    request("gpt-4o", msg("user", "weather in Boston?"), tools=[WEATHER], maxNewTokens=50))
+            return tool, text, srv.requests
+    tool, text, (theirs, _, ours) = run(main())
+    call = tool.choices[0].message.tool_calls[0]
+    assert (call.id, call.function.name, json.loads(call.function.arguments)) == (
+        "call_abc123", "get_current_weather", {"location": "Boston, MA"})
+    assert tool.choices[0].finish_reason == "tool_calls" and tool.usage.prompt_tokens == 82
+    assert text.choices[0].message.content == "hello from the whole reply" and text.usage.completion_tokens == 5
+    assert ours.json == theirs.json and "stream" not in ours.json

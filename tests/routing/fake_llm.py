@@ -4,7 +4,8 @@ It is tests/providers/fakes.py's FakeServer (real HTTP/1.1 on 127.0.0.1, SSE in 
 shape via tests/scripted_openai.py) run on its own thread and event loop, so one server serves a whole
 test module while each test runs its own asyncio client. Per API model: a queue of faults served first
 (429 with Retry-After, 500, 503, 401, a drop mid-stream, a stall), a `down` set answering 503, and a
-healthy reply that echoes the last user message; a prompt containing "BAD" gets a plain 400.
+healthy reply that echoes the last user message; a prompt containing "BAD" gets a plain 400. A
+request that does not ask to stream (`chat/batch`) gets each reply non-streamed, its fault kept.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ class FakeLLM:
         self.faults: dict[str, list[Reply]] = {}
         self.down: set[str] = set()
         self.calls: list[tuple[str, float, str]] = []  # (api model, monotonic arrival, last user text)
+        self.streamed: dict[str, list[bool]] = {}  # api model -> did each request ask to stream?
         self._lock = threading.Lock()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="fake-llm", daemon=True)
@@ -80,6 +82,7 @@ class FakeLLM:
             said = "".join(part.get("text", "") for part in said)
         with self._lock:
             self.calls.append((model, time.monotonic(), said))
+            self.streamed.setdefault(model, []).append(bool(body.get("stream")))
             queue = self.faults.get(model)
             if queue:
                 return queue.pop(0)
