@@ -141,7 +141,8 @@ class Limits(msgspec.Struct, rename="kebab", forbid_unknown_fields=True):
 
 class LazyHttpClient:
     """The shared client, built on first use: a daemon that only talks to `echo` never loads aiohttp
-    (~13 MB of its idle RSS). Providers use `stream()` and `get()`, as on an httpx.AsyncClient."""
+    (~13 MB of its idle RSS). Providers use it as an httpx.AsyncClient: `get()`, and `build_request()`
+    with `_transport_for_url()` (providers/transport.py sends straight to the client's transport)."""
 
     def __init__(self, settings: HttpSettings) -> None:
         self._settings = settings
@@ -153,11 +154,14 @@ class LazyHttpClient:
             self._client = make_http_client(self._settings)
         return self._client
 
-    def stream(self, *args: Any, **kwargs: Any) -> Any:
-        return self.client.stream(*args, **kwargs)
-
     async def get(self, *args: Any, **kwargs: Any) -> httpx.Response:
         return await self.client.get(*args, **kwargs)
+
+    def build_request(self, *args: Any, **kwargs: Any) -> httpx.Request:
+        return self.client.build_request(*args, **kwargs)
+
+    def _transport_for_url(self, url: httpx.URL) -> httpx.AsyncBaseTransport:
+        return self.client._transport_for_url(url)
 
     async def aclose(self) -> None:
         if self._client is not None:

@@ -3,8 +3,8 @@
 Pure parts: `build_request(request, dialect)` makes the JSON body from the neutral transcript, and
 `ChatStream.feed(data)` turns one SSE `data:` payload into neutral events (`ChatStream.end()` closes the
 turn); `completion_events(doc)` does the same for a whole non-streamed reply, through the same state.
-`OpenAIChatProvider.stream()` is one `http.stream("POST", ...)` over the injected client, raw byte chunks
-into `SSEParser`; `complete()` is one non-streamed POST (what `chat/batch` uses: no deltas to forward,
+`OpenAIChatProvider.stream()` is one streamed POST over the injected client (`transport.post_sse`), raw
+byte chunks into `SSEParser`; `complete()` is one non-streamed POST (what `chat/batch` uses: no deltas to forward,
 so the cheaper request). `error_from_body()` is shared with the Responses adapter.
 
 Errors, mapped once here: HTTP status -> `base.http_error` with the provider's own message; an `error`

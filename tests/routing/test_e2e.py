@@ -25,6 +25,7 @@ MODELS = {
     "auth-a": {}, "auth-b": {},
     "stall-a": {"stall-timeout": 0.3, "max-attempts": 1}, "stall-b": {},
     "drop-a": {"max-attempts": 1}, "drop-b": {},
+    "bstall-a": {"stall-timeout": 0.3, "max-attempts": 1}, "bstall-b": {}, "bdrop-a": {"max-attempts": 1}, "bdrop-b": {},
     "down-a": {"max-attempts": 1, "failure-cooldown": 0.2}, "down-b": {"max-attempts": 1, "failure-cooldown": 0.2},
     "gone": {"max-attempts": 1, "failure-cooldown": 30},
     "rl": {"requests-per-minute": 100},
@@ -346,25 +347,25 @@ def test_batch_calls_are_not_streamed_and_a_stall_or_a_drop_still_falls_over(env
     """chat/batch asks for whole replies (nothing watches the deltas): the stall timeout then bounds the
     whole call, and a body cut mid-way is a broken reply; both fall over as a stream would."""
     d, fake = env
-    fake.script("stall-a", stalled())
-    fake.script("drop-a", dropped())
+    fake.script("bstall-a", stalled())
+    fake.script("bdrop-a", dropped())
 
     async def main():
         c = await AsyncClient.connect(d.socket)
         t0 = time.monotonic()
-        stall = await c.request("chat/batch", {"prompts": ["s1"], "models": ["stall-a", "stall-b"]})
+        stall = await c.request("chat/batch", {"prompts": ["s1"], "models": ["bstall-a", "bstall-b"]})
         waited = time.monotonic() - t0
-        drop = await c.request("chat/batch", {"prompts": ["d1"], "models": ["drop-a", "drop-b"]})
-        await c.request("chat/send", {"conversation": "bstream", "text": "streamed", "models": ["drop-b"]})
+        drop = await c.request("chat/batch", {"prompts": ["d1"], "models": ["bdrop-a", "bdrop-b"]})
+        await c.request("chat/send", {"conversation": "bstream", "text": "streamed", "models": ["bdrop-b"]})
         await c.close()
         return stall["results"][0], drop["results"][0], waited
 
     stall, drop, waited = asyncio.run(main())
-    assert stall["ok"] and stall["modelUsed"] == "stall-b" and stall["text"] == "stall-b answers: s1"
+    assert stall["ok"] and stall["modelUsed"] == "bstall-b" and stall["text"] == "bstall-b answers: s1"
     first = stall["attempts"][0]
-    assert (first["model"], first["kind"]) == ("stall-a", "timeout") and "stalled" in first["error"]
-    assert stall["attempts"][-1]["model"] == "stall-b" and 0.3 <= waited < 5
-    assert drop["ok"] and drop["modelUsed"] == "drop-b" and drop["text"] == "drop-b answers: d1"
-    assert drop["attempts"][0]["model"] == "drop-a" and drop["attempts"][0]["kind"] == "stream"
-    assert fake.streamed["stall-a"][-1] is False and fake.streamed["drop-a"][-1] is False
-    assert fake.streamed["drop-b"][-2:] == [False, True]  # the batch's call, then chat/send's
+    assert (first["model"], first["kind"]) == ("bstall-a", "timeout") and "stalled" in first["error"]
+    assert stall["attempts"][-1]["model"] == "bstall-b" and 0.3 <= waited < 5
+    assert drop["ok"] and drop["modelUsed"] == "bdrop-b" and drop["text"] == "bdrop-b answers: d1"
+    assert drop["attempts"][0]["model"] == "bdrop-a" and drop["attempts"][0]["kind"] == "stream"
+    assert fake.streamed["bstall-a"][-1] is False and fake.streamed["bdrop-a"][-1] is False
+    assert fake.streamed["bdrop-b"][-2:] == [False, True]  # the batch's call, then chat/send's
