@@ -14,6 +14,7 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import OrderedDict
 from typing import Any, Protocol
@@ -23,7 +24,7 @@ import msgspec
 from chatd import protocol as p
 from chatd.context import ContextSettings
 from chatd.errors import (
-    AlreadyExists, ChatdError, ConversationNotFound, InvalidArgument, ShuttingDown, TurnFailed,
+    AlreadyExists, ChatdError, ConversationNotFound, InvalidArgument, ShuttingDown, StorageError, TurnFailed,
 )
 from chatd.models import ModelRegistry
 from chatd.providers.base import (
@@ -38,6 +39,11 @@ from chatd.tools import ToolRegistry
 from chatd.tools.policy import Rule, parse_rules
 from chatd.tools.runner import Approver, CallSite, not_run, run_calls
 from chatd.turn import Reply, Turn, tokens_used
+
+log = logging.getLogger("chatd.conversation")
+
+INDEX_AFTER_S = 0.5  # new messages reach the search index this long after a write, in the background
+INDEX_BUDGET = 500  # messages per background step (a few ms of the loop); a search indexes any rest first
 from chatd.windowing import ContextManager, check_keep
 
 _CACHE_SIZE = 64
@@ -118,6 +124,7 @@ class ConversationService:
         self.context = ContextManager(store, registry, providers, events, context)  # windows, budgets, search
         self._states: OrderedDict[int, _State] = OrderedDict()
         self._closing = False
+        self._index_timer: asyncio.TimerHandle | None = None
 
     # ------------------------------------------------------------ conversations
     def lookup(self, name: str) -> Conversation:
@@ -204,6 +211,7 @@ class ConversationService:
         if self.store.get(params.new_name) is not None:
             raise AlreadyExists(params.new_name)
         fork = self.store.fork(source, params.new_name, params.at_seq)
+        self._index_soon()
         self.events.publish(fork.id, p.CONVERSATION_CHANGED, p.ConversationChanged(name=fork.name, kind="created",
                                                                                    conversation=info(fork)))
         return fork
@@ -220,6 +228,7 @@ class ConversationService:
         if self.store.get(name) is not None:
             raise AlreadyExists(name)
         conv = self.store.import_conversation(name, doc)
+        self._index_soon()
         self.events.publish(conv.id, p.CONVERSATION_CHANGED, p.ConversationChanged(name=conv.name, kind="created",
                                                                                    conversation=info(conv)))
         return conv
@@ -293,11 +302,32 @@ class ConversationService:
     async def close(self) -> None:
         """Refuse new turns, cancel running ones and wait for them to unwind."""
         self._closing = True
+        if self._index_timer is not None:
+            self._index_timer.cancel()
+            self._index_timer = None
         tasks = [s.task for s in (*self._states.values(), *self._stateless_turns) if s.task is not None]
         for task in tasks:
             task.cancel()
         if tasks:
             await asyncio.wait(tasks, timeout=5)
+
+    def _index_soon(self) -> None:
+        """Index new messages for search soon, off the commit path (schema v4); one timer at a time."""
+        if self._index_timer is None and not self._closing:
+            try:
+                self._index_timer = asyncio.get_running_loop().call_later(INDEX_AFTER_S, self._index_step)
+            except RuntimeError:  # no loop (a synchronous caller): the next search indexes them
+                pass
+
+    def _index_step(self) -> None:
+        self._index_timer = None
+        try:
+            if self.store.index_pending(INDEX_BUDGET) >= INDEX_BUDGET:
+                self._index_soon()  # more pending: another step, the loop served in between
+        except StorageError as err:
+            log.warning("search index not brought up to date (the next search retries): %s", err)
+        except Exception:  # a background step: never into the loop's handler
+            log.exception("search index not brought up to date (the next search retries)")
 
     @property
     def active_turns(self) -> int:
@@ -435,6 +465,7 @@ class ConversationService:
         except LookupError:
             raise TurnFailed(f"conversation {conv.name!r} was deleted during the turn") from None
         state.add_messages(stored)
+        self._index_soon()
         state.conv = msgspec.structs.replace(conv, last_seq=stored[-1].seq, last_model=spec.name,
                                              message_count=conv.message_count + len(stored), updated_at=finished)
         self.events.publish(conv.id, p.CONVERSATION_CHANGED, p.ConversationChanged(

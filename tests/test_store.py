@@ -9,6 +9,7 @@ import pytest
 from chatd import protocol as p
 from chatd.store import NewMessage, Store, TurnRecord
 from chatd.store import schema
+from chatd.store.search import ContextStore
 
 
 def _turn(turn_id: str, model: str = "echo") -> TurnRecord:
@@ -78,6 +79,9 @@ def test_schema_migrates_forward_keeping_data(tmp_path):
     stored = store.commit_turn(1, _turn("t2"), _pair("new"))
     assert [m.seq for m in stored] == [3, 4]
     assert store._db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    # migration 3 indexed the old message, migration 4 marked it done: only the new turn is pending
+    assert [h.seq for h in ContextStore(store).search("hi")] == [1]
+    assert store.index_pending() == 0 and [h.seq for h in ContextStore(store).search("new")] == [3, 4]
 
 
 def test_a_newer_schema_is_refused(tmp_path):
@@ -103,3 +107,50 @@ def test_append_reads_no_history(tmp_path):
     # schema v3 triggers (FTS index, spend ledger) run O(1) sub-statements, traced as "-- ..." lines
     # and as repeats of the statement that fired them
     assert len(dict.fromkeys(s for s in statements if not s.startswith("--"))) == 6  # BEGIN, UPDATE ... RETURNING, INSERT turn, 2 x INSERT message, COMMIT
+
+
+def _fts_rows(store: Store) -> list[tuple[int, str]]:
+    return store._db.execute("SELECT rowid, text FROM message_fts ORDER BY rowid").fetchall()
+
+
+def _all_messages_as_fts(store: Store) -> list[tuple[int, str]]:
+    return store._db.execute("SELECT (conversation_id << 32) + seq, text FROM messages WHERE text != ''"
+                             " ORDER BY 1").fetchall()
+
+
+def test_commits_leave_the_search_index_to_index_pending_and_search_sees_everything(tmp_path):
+    """Schema v4: a commit writes no FTS pages; a search first indexes what is pending, so it misses nothing."""
+    store = Store(str(tmp_path / "chatd.db"))
+    ctx = ContextStore(store)
+    conv = store.create("c")
+    statements: list[str] = []
+    store._db.set_trace_callback(statements.append)
+    store.commit_turn(conv.id, _turn("t1"), _pair("zebra crossing"))
+    store._db.set_trace_callback(None)
+    assert not any("fts" in s.lower() for s in statements) and _fts_rows(store) == []
+    assert [(h.conversation, h.seq) for h in ctx.search("zebra")] == [("c", 1), ("c", 2)]
+    assert _fts_rows(store) == _all_messages_as_fts(store)
+    assert store.index_pending() == 0  # nothing twice
+
+
+def test_index_pending_in_budgeted_steps_covers_forks_imports_and_clears(tmp_path):
+    store = Store(str(tmp_path / "chatd.db"))
+    a = store.create("a")
+    for i in range(30):
+        store.commit_turn(a.id, _turn(f"a{i}"), _pair(f"apple {i}"))
+    fork = store.fork(store.get("a"), "a-fork", at_seq=10)
+    b = store.create("b")
+    store.commit_turn(b.id, _turn("b0"), _pair("banana"))
+    store.clear(b.id)  # its messages are gone before they were ever indexed
+    store.commit_turn(b.id, _turn("b1"), _pair("cherry"))
+    steps = []
+    while (n := store.index_pending(budget=7)) > 0:
+        steps.append(n)
+        assert n <= 8
+    assert sum(steps) == 60 + 10 + 2 and len(steps) >= 72 // 8
+    assert _fts_rows(store) == _all_messages_as_fts(store)
+    ctx = ContextStore(store)
+    assert {h.conversation for h in ctx.search("apple", limit=100)} == {"a", "a-fork"}
+    assert ctx.search("banana") == [] and [h.seq for h in ctx.search("cherry")] == [3, 4]
+    store.delete(fork.id)
+    assert _fts_rows(store) == _all_messages_as_fts(store)

@@ -1,9 +1,10 @@
 """Full-text search, compactions and spending, over the tables of schema migration 3.
 
-The FTS index and the spend ledger are written by triggers (see `schema.py`), so every path that
-writes messages or turns (commit, clear, delete, fork) keeps them in step without code here. This
-module only reads them, and writes compaction records (a summary sent instead of older turns; the
-turns themselves are never touched).
+The spend ledger is written by triggers (see `schema.py`), so every path that writes turns keeps it in
+step without code here. The FTS index loses deleted messages by trigger too, but new messages reach it
+off the commit path (`Store.index_pending`), so a search first indexes whatever is pending: it always
+sees every committed message. This module otherwise only reads, and writes compaction records (a
+summary sent instead of older turns; the turns themselves are never touched).
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ class ContextStore:
     """Reads and writes beside `Store`, on its connection."""
 
     def __init__(self, store: Store) -> None:
+        self._store = store
         self._db = store._db
 
     # ------------------------------------------------------------ search
@@ -77,6 +79,7 @@ class ContextStore:
         query = fts_query(text)
         if not query:
             return []
+        self._store.index_pending()
         where = "message_fts MATCH ?"
         args: list = [mark[0], mark[1], query]
         if conversation_id is not None:

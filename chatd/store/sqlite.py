@@ -286,6 +286,32 @@ class Store:
         out["usage"] = msgspec.json.decode(out["usage"])
         return out
 
+    # ------------------------------------------------------------ the full-text index
+    def index_pending(self, budget: int | None = None) -> int:
+        """Add the messages committed since the last call to the full-text index (schema v4: commits
+        leave it to this); at most about `budget` messages when given. Returns how many were indexed.
+        One transaction with the watermarks, so the index never holds a message twice or misses one."""
+        n = 0
+        with self._transaction():
+            pending = self._db.execute(
+                "SELECT id, indexed_seq, last_seq FROM conversations WHERE indexed_seq < last_seq").fetchall()
+            for conv_id, done, last in pending:
+                upto = last
+                if budget is not None:
+                    room = max(budget - n, 1)
+                    seqs = self._db.execute("SELECT seq FROM messages WHERE conversation_id = ? AND seq > ?"
+                                            " ORDER BY seq LIMIT ?", (conv_id, done, room + 1)).fetchall()
+                    if len(seqs) > room:
+                        upto = seqs[room - 1][0]
+                n += self._db.execute(
+                    "INSERT OR REPLACE INTO message_fts (rowid, text) SELECT (conversation_id << 32) + seq, text"
+                    " FROM messages"
+                    " WHERE conversation_id = ? AND seq > ? AND seq <= ? AND text != ''", (conv_id, done, upto)).rowcount
+                self._db.execute("UPDATE conversations SET indexed_seq = ? WHERE id = ?", (upto, conv_id))
+                if budget is not None and n >= budget:
+                    break
+        return n
+
     def _transaction(self) -> "_Tx":
         return _Tx(self._db, self.path)
 

@@ -1,0 +1,60 @@
+"""The search index is kept off the commit path (schema v4): the conversation service indexes new messages
+in the background a moment after a write, in bounded steps, and a search indexes whatever is still pending.
+Real SQLite file, real service and echo provider, in-process; the service's own timer runs the steps."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from chatd import conversation
+from chatd import protocol as p
+from chatd.conversation import ConversationService
+from chatd.models import ModelRegistry
+from chatd.providers.echo import EchoProvider
+from chatd.store import Store
+from chatd.store.search import ContextStore
+
+
+class _Sink:
+    def publish(self, conv_id: int, method: str, params: Any, origin: object | None = None) -> None:
+        pass
+
+    async def approve(self, *args: Any) -> tuple[bool, str]:
+        return False, "no client"
+
+
+def _indexed(store: Store) -> int:
+    return store._db.execute("SELECT count(*) FROM message_fts").fetchone()[0]
+
+
+def test_the_service_indexes_new_messages_in_the_background_in_bounded_steps(tmp_path, monkeypatch):
+    monkeypatch.setattr(conversation, "INDEX_AFTER_S", 0.0)  # the step's delay, not its work
+    monkeypatch.setattr(conversation, "INDEX_BUDGET", 4)
+    store = Store(str(tmp_path / "chatd.db"))
+    service = ConversationService(store, ModelRegistry(), {"echo": EchoProvider()}, _Sink())
+
+    async def main() -> tuple[list[int], list[int]]:
+        service.create(p.ConversationCreateParams(name="bg", models=["echo"]))
+        seen = []
+        for word in ("quokka", "wombat", "numbat"):
+            await service.send(p.ChatSendParams(conversation="bg", text=word))
+            seen.append(_indexed(store))  # the commit itself indexed nothing new
+            while service._index_timer is not None:  # until the service's own steps have run
+                await asyncio.sleep(0)
+            seen.append(_indexed(store))
+        service.fork(p.ConversationForkParams(name="bg", new_name="bg-copy"))  # 6 messages at once
+        steps = [_indexed(store)]
+        while service._index_timer is not None:
+            await asyncio.sleep(0)
+            if _indexed(store) != steps[-1]:
+                steps.append(_indexed(store))
+        await service.close()
+        return seen, steps
+
+    seen, steps = asyncio.run(main())
+    assert seen == [0, 2, 2, 4, 4, 6]
+    assert steps == [6, 10, 12]  # a step of 4 (the budget), the loop served, then the other 2
+    hits = ContextStore(store).search("wombat")
+    assert sorted((h.conversation, h.seq) for h in hits) == [("bg", 3), ("bg", 4), ("bg-copy", 3), ("bg-copy", 4)]
+    assert store.index_pending() == 0
