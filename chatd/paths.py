@@ -13,13 +13,12 @@ always agree on the socket.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from typing import NamedTuple
 
 _APP = "chatd"
 
 
-@dataclass(frozen=True, slots=True)
-class Paths:
+class Paths(NamedTuple):  # a NamedTuple, not a dataclass: client start-up skips `inspect` (~5 ms)
     socket: str
     runtime_dir: str
     data_dir: str

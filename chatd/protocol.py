@@ -1,7 +1,8 @@
-"""The wire contract: every JSON-RPC method name, its params and result Structs, and the framing codec.
+"""The wire contract: every JSON-RPC method name, its params and result Structs, and the codec; the
+error codes and framing live in `chatd.wire` (standard library only) and are re-exported here.
 
-Imports msgspec and the standard library only; the daemon, the Python client and the benchmarks share it.
-Field names are snake_case here and camelCase on the wire (`rename="camel"`). docs/protocol.md describes
+Imports msgspec, `chatd.wire` and the standard library only; the daemon, the Python client and the
+benchmarks share it. Field names are snake_case here and camelCase on the wire (`rename="camel"`). docs/protocol.md describes
 the same contract for people; keep the two in step.
 """
 
@@ -11,6 +12,12 @@ import re
 from typing import Annotated, Any, Literal, Union
 
 import msgspec
+
+from chatd.wire import (  # re-exported: to its users the contract is this one module
+    CONVERSATION_EXISTS, CONVERSATION_NOT_FOUND, INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST, LIMIT_EXCEEDED,
+    MAX_FRAME, MAX_HEADER, METHOD_NOT_FOUND, MODEL_NOT_FOUND, PARSE_ERROR, REQUEST_CANCELLED, SHUTTING_DOWN,
+    STORAGE_ERROR, TURN_FAILED, FrameDecoder, FrameError, frame_line, frame_lsp,
+)
 
 PROTOCOL_VERSION = 1
 
@@ -56,22 +63,6 @@ CONVERSATION_COMPACT = "conversation/compact"
 CONVERSATION_SEARCH = "conversation/search"
 CHAT_CONTEXT_FITTED = "chat/contextFitted"
 CHAT_BUDGET_WARNING = "chat/budgetWarning"
-
-# ---------------------------------------------------------------- error codes
-PARSE_ERROR = -32700
-INVALID_REQUEST = -32600
-METHOD_NOT_FOUND = -32601
-INVALID_PARAMS = -32602
-INTERNAL_ERROR = -32603
-REQUEST_CANCELLED = -32800
-# chatd's own, in the JSON-RPC server range
-CONVERSATION_NOT_FOUND = -32001
-CONVERSATION_EXISTS = -32002
-MODEL_NOT_FOUND = -32003
-TURN_FAILED = -32004
-LIMIT_EXCEEDED = -32005
-SHUTTING_DOWN = -32006
-STORAGE_ERROR = -32007
 
 Seq = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
 """A message sequence number as a param: SQLite's int64 range, never negative."""
@@ -611,150 +602,10 @@ class BudgetWarning(_Out):
     message: str
 
 
-# ---------------------------------------------------------------- framing
-MAX_FRAME = 16 * 1024 * 1024
-"""Largest frame body accepted; a larger one is skipped unread and answered with an error."""
-MAX_HEADER = 8 * 1024
-
+# ---------------------------------------------------------------- the codec
 _encoder = msgspec.json.Encoder()
 encode = _encoder.encode
 decode = msgspec.json.decode
-
-
-def frame_lsp(body: bytes) -> bytes:
-    return b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
-
-
-def frame_line(body: bytes) -> bytes:
-    return body + b"\n"
-
-
-class FrameError(msgspec.Struct, frozen=True):
-    """A framing failure. `fatal` means the stream cannot be resynchronised and must be closed."""
-
-    message: str
-    fatal: bool
-
-
-class FrameDecoder:
-    """Incremental decoder for both framings; `feed()` returns complete bodies and FrameErrors.
-
-    The framing is chosen by the first non-whitespace byte: `{` or `[` selects newline-delimited JSON,
-    anything else the LSP `Content-Length` framing (unless `lsp_only`). Oversized frames are skipped
-    without being buffered.
-    """
-
-    __slots__ = ("_buf", "_mode", "_need", "_skip", "_max")
-
-    def __init__(self, *, lsp_only: bool = False, max_frame: int = MAX_FRAME) -> None:
-        self._buf = bytearray()
-        self._mode: str | None = "lsp" if lsp_only else None
-        self._need = -1  # body bytes awaited in lsp mode, -1 while reading headers
-        self._skip = 0  # bytes still to discard from an oversized frame
-        self._max = max_frame
-
-    @property
-    def mode(self) -> str | None:
-        return self._mode
-
-    def feed(self, data: bytes) -> list[bytes | FrameError]:
-        out: list[bytes | FrameError] = []
-        if self._skip:
-            if len(data) <= self._skip:
-                self._skip -= len(data)
-                return out
-            data = data[self._skip :]
-            self._skip = 0
-        self._buf += data
-        if self._mode is None:
-            stripped = self._buf.lstrip()
-            if not stripped:
-                self._buf.clear()
-                return out
-            del self._buf[: len(self._buf) - len(stripped)]  # whitespace before the first frame, however split
-            self._mode = "line" if stripped[:1] in (b"{", b"[") else "lsp"
-        if self._mode == "line":
-            self._feed_lines(out)
-        else:
-            self._feed_lsp(out)
-        return out
-
-    def finish(self) -> list[bytes | FrameError]:
-        """At end of input: a final newline-JSON line without its newline is still a message."""
-        if self._mode == "line" and self._need != -2 and self._buf.strip():
-            return self.feed(b"\n")
-        return []
-
-    def _feed_lines(self, out: list[bytes | FrameError]) -> None:
-        buf = self._buf
-        start = 0
-        if self._need == -2:  # discarding the rest of an oversized line
-            nl = buf.find(b"\n")
-            if nl < 0:
-                buf.clear()
-                return
-            start, self._need = nl + 1, -1
-        while True:
-            nl = buf.find(b"\n", start)
-            if nl < 0:
-                break
-            # The limit counts the raw line (not its newline), as the partial-line check below must.
-            if nl - start > self._max:
-                out.append(FrameError(f"line longer than {self._max} bytes", fatal=False))
-            elif line := bytes(buf[start:nl]).strip():
-                out.append(line)
-            start = nl + 1
-        del buf[:start]
-        if len(buf) > self._max:
-            out.append(FrameError(f"line longer than {self._max} bytes", fatal=False))
-            buf.clear()
-            self._need = -2
-
-    def _feed_lsp(self, out: list[bytes | FrameError]) -> None:
-        buf = self._buf
-        while True:
-            if self._need < 0:
-                end = buf.find(b"\r\n\r\n")
-                if end < 0:
-                    if len(buf) > MAX_HEADER:
-                        out.append(FrameError("header section too long or not LSP framing", fatal=True))
-                        buf.clear()
-                    return
-                length = _content_length(bytes(buf[:end]))
-                del buf[: end + 4]
-                if length is None:
-                    out.append(FrameError("bad or missing Content-Length header", fatal=True))
-                    buf.clear()
-                    return
-                if length > self._max:
-                    out.append(FrameError(f"frame of {length} bytes exceeds the {self._max}-byte limit", fatal=False))
-                    if len(buf) >= length:
-                        del buf[:length]
-                    else:
-                        self._skip = length - len(buf)
-                        buf.clear()
-                        return
-                    continue
-                self._need = length
-            if len(buf) < self._need:
-                return
-            out.append(bytes(buf[: self._need]))
-            del buf[: self._need]
-            self._need = -1
-
-
-def _content_length(headers: bytes) -> int | None:
-    length = None
-    for line in headers.split(b"\r\n"):
-        name, sep, value = line.partition(b":")
-        if not sep:
-            return None
-        if name.strip().lower() == b"content-length":
-            value = value.strip()
-            if not value.isdigit():
-                return None
-            length = int(value)
-    return length
 
 
 # ---------------------------------------------------------------- conversation/import (the export format)

@@ -5,7 +5,7 @@ VENV="$ROOT/.venv"
 PY="${PYTHON:-python3}"
 extras="${1:-}"
 stamp="$VENV/.chatd-installed${extras:+-$extras}"
-want="$(cat "$ROOT/pyproject.toml" | sha256sum | cut -d' ' -f1)"
+want="$(cat "$ROOT/pyproject.toml" "$ROOT/scripts/bootstrap.sh" | sha256sum | cut -d' ' -f1)"
 if [ ! -x "$VENV/bin/python" ]; then
   "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "chatd needs Python 3.11+ ($PY is older)" >&2; exit 1; }
   echo "setting up $VENV ..." >&2
@@ -20,6 +20,14 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "installing chatd${extras:+ with [$extras]} into $VENV ..." >&2
-  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$ROOT${extras:+[$extras]}"
+  # compat mode: the editable install is a path in a .pth (a second .pth for the client library's own
+  # root), not setuptools' import-hook finder, which costs every `chatd` command ~10 ms at start-up
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$ROOT${extras:+[$extras]}" \
+    --config-settings editable_mode=compat
+  "$VENV/bin/python" - "$ROOT/clients/python" <<'PY'
+import sys, sysconfig
+with open(sysconfig.get_paths()["purelib"] + "/chatd-client-src.pth", "w") as f:
+    f.write(sys.argv[1] + "\n")
+PY
   echo "$want" > "$stamp"
 fi
