@@ -1,18 +1,24 @@
 """The `chatd` command: serve, stdio, acp, call, status, stop; send, ls, show, export, import, rm.
 
 Client subcommands import neither pygls nor httpx, so they start fast; only `serve` and
-`stdio --standalone` load the engine.
+`stdio --standalone` load the engine. The commonest one-shots (`call METHOD [PARAMS]`, `send NAME [TEXT]`
+with their flags) skip argparse and typing as well (`_quick_args`): about half of a ~50 ms `chatd call`
+was imports and parser construction.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
-from typing import Any
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import argparse
+    from typing import Any
 
 
 def _parser() -> argparse.ArgumentParser:
+    import argparse
+
     ap = argparse.ArgumentParser(prog="chatd", description="One local daemon for every LLM conversation.")
     ap.add_argument("--version", action="version", version=f"chatd {_version()}")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -49,8 +55,55 @@ def _version() -> str:
     return __version__
 
 
+# the flags each quick form takes, and the attribute each sets (as `_parser()` declares them)
+_QUICK_FLAGS = {"call": {"--no-start": "no_start", "--follow": "follow"},
+                "send": {"--no-start": "no_start", "--json": "json"}}
+
+
+def _quick_args(argv: list[str]) -> Any:
+    """`argv` parsed as `_parser()` would, without argparse, when it is one of the common one-shot forms:
+    `call METHOD [PARAMS]` or `send NAME [TEXT]`, positionals first, then the command's boolean flags and
+    (send) `-m/--model NAME`. Anything else (help, other options, abbreviations, a value starting with
+    `-`) returns None and goes to argparse. tests/test_cli.py checks that both parse a form alike."""
+    flags = _QUICK_FLAGS.get(argv[0]) if argv else None
+    if flags is None:
+        return None
+    from types import SimpleNamespace
+
+    command = argv[0]
+    found: dict[str, Any] = dict.fromkeys(flags.values(), False)
+    positional: list[str] = []
+    models: list[str] = []
+    options = False
+    rest = iter(argv[1:])
+    for arg in rest:
+        if arg in flags:
+            found[flags[arg]] = options = True
+        elif command == "send" and arg in ("-m", "--model"):
+            value = next(rest, None)
+            if value is None or value.startswith("-"):
+                return None
+            models.append(value)
+            options = True
+        elif arg.startswith("-") or options or len(positional) == 2:
+            return None  # an option argparse knows better, a positional after an option, a third one
+        else:
+            positional.append(arg)
+    if not positional:
+        return None
+    second = positional[1] if len(positional) == 2 else None
+    if command == "call":
+        return SimpleNamespace(command=command, method=positional[0], params=second, **found)
+    from chatd_client.commands import send_cmd
+
+    return SimpleNamespace(command=command, name=positional[0], text=second, models=models or None, tools=None,
+                           param=[], max_new_tokens=None, run=send_cmd, **found)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    if argv is None:
+        argv = sys.argv[1:]
+    args = _quick_args(argv) or _parser().parse_args(argv)
     if args.command == "serve":
         return _serve(args)
     if args.command == "stdio":
@@ -60,7 +113,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "acp":
         return _acp(args)
     if args.command == "status":
-        return _call(argparse.Namespace(method="daemon/status", params=None, follow=False, no_start=True))
+        from types import SimpleNamespace
+
+        return _call(SimpleNamespace(method="daemon/status", params=None, follow=False, no_start=True))
     if args.command == "stop":
         return _stop()
     if hasattr(args, "run"):  # a chatd_client.commands subcommand
@@ -151,6 +206,8 @@ def _acp(args: argparse.Namespace) -> int:
 
 
 def _call(args: argparse.Namespace) -> int:
+    import json
+
     from chatd_client.connection import Client, RpcError
     from chatd_client.daemon import DaemonUnavailable, ensure_daemon
 

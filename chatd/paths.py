@@ -13,17 +13,16 @@ always agree on the socket.
 from __future__ import annotations
 
 import os
-from typing import NamedTuple
+from collections import namedtuple
 
 _APP = "chatd"
 
 
-class Paths(NamedTuple):  # a NamedTuple, not a dataclass: client start-up skips `inspect` (~5 ms)
-    socket: str
-    runtime_dir: str
-    data_dir: str
-    config_dir: str
-    log_dir: str
+class Paths(namedtuple("Paths", "socket runtime_dir data_dir config_dir log_dir")):
+    """Where chatd keeps its socket, store, config and logs (all str). A namedtuple, not a dataclass or a
+    typing.NamedTuple: a one-shot client's start-up skips `inspect` (~5 ms) and `typing` (~3 ms)."""
+
+    __slots__ = ()
 
     @property
     def lock(self) -> str:

@@ -5,7 +5,7 @@ starts without msgspec; `chatd.protocol` re-exports all of it beside the method 
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections import namedtuple
 
 # ---------------------------------------------------------------- error codes
 PARSE_ERROR = -32700
@@ -37,11 +37,11 @@ def frame_line(body: bytes) -> bytes:
     return body + b"\n"
 
 
-class FrameError(NamedTuple):
-    """A framing failure. `fatal` means the stream cannot be resynchronised and must be closed."""
+class FrameError(namedtuple("FrameError", "message fatal")):  # not typing.NamedTuple: typing costs ~3 ms
+    """A framing failure (`message: str`). `fatal` means the stream cannot be resynchronised and must be
+    closed."""
 
-    message: str
-    fatal: bool
+    __slots__ = ()
 
 
 class FrameDecoder:

@@ -12,13 +12,16 @@ reads it back, and export -> import -> export gives the same bytes.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import signal
 import sys
 import time
-from typing import Any, Callable
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: argparse and typing would cost `chatd send` ~8 ms at start-up
+    import argparse
+    from typing import Any, Callable
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_NO_DAEMON, EXIT_TURN_FAILED, EXIT_LIMIT = 0, 1, 2, 3, 4, 5
 EXIT_CANCELLED = 130
