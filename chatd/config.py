@@ -141,8 +141,8 @@ class Limits(msgspec.Struct, rename="kebab", forbid_unknown_fields=True):
 
 class LazyHttpClient:
     """The shared client, built on first use: a daemon that only talks to `echo` never loads aiohttp
-    (~13 MB of its idle RSS). Providers use it as an httpx.AsyncClient: `get()`, and `build_request()`
-    with `_transport_for_url()` (providers/transport.py sends straight to the client's transport)."""
+    (~13 MB of its idle RSS). Providers use it as an httpx.AsyncClient: `get()`, and `headers`, `timeout`
+    and `_transport_for_url()` (providers/transport.py sends straight to the client's transport)."""
 
     def __init__(self, settings: HttpSettings) -> None:
         self._settings = settings
@@ -157,8 +157,13 @@ class LazyHttpClient:
     async def get(self, *args: Any, **kwargs: Any) -> httpx.Response:
         return await self.client.get(*args, **kwargs)
 
-    def build_request(self, *args: Any, **kwargs: Any) -> httpx.Request:
-        return self.client.build_request(*args, **kwargs)
+    @property
+    def headers(self) -> httpx.Headers:
+        return self.client.headers
+
+    @property
+    def timeout(self) -> httpx.Timeout:
+        return self.client.timeout
 
     def _transport_for_url(self, url: httpx.URL) -> httpx.AsyncBaseTransport:
         return self.client._transport_for_url(url)

@@ -25,6 +25,24 @@ def texts(events) -> str:
 
 
 # ---------------------------------------------------------------- request building
+@pytest.mark.parametrize("headers", [
+    {"Authorization": "Bearer sk-x", "Accept": "text/event-stream", "Content-Type": "application/json"},
+    {"x-api-key": "k", "anthropic-version": "2023-06-01", "user-agent": "mine", "ACCEPT": "application/json"},
+    {},
+])
+def test_the_direct_post_carries_what_the_clients_build_request_would(headers):
+    """providers/transport.py builds its POST itself (faster); it must be the request httpx would build:
+    the same headers in the same order (defaults overridden case-insensitively), URL, body and timeouts."""
+    from chatd.providers.transport import _request
+
+    http = client(read_timeout=7.0)
+    url = "http://127.0.0.1:9/v1/chat/completions?alt=sse"
+    want = http.build_request("POST", url, content=b'{"model": "m"}', headers=headers)
+    got = _request(http, url, b'{"model": "m"}', headers)
+    assert (got.method, got.url, got.content, got.extensions) == (want.method, want.url, want.content, want.extensions)
+    assert got.headers.raw == want.headers.raw
+
+
 def test_build_request_matches_the_recorded_body():
     body = build_request(request("gpt-4o", msg("user", "Hello!"), system="You are a helpful assistant."))
     assert body == {
