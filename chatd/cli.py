@@ -64,7 +64,7 @@ def _quick_args(argv: list[str]) -> Any:
     """`argv` parsed as `_parser()` would, without argparse, when it is one of the common one-shot forms:
     `call METHOD [PARAMS]` or `send NAME [TEXT]`, positionals first, then the command's boolean flags and
     (send) `-m/--model NAME`. Anything else (help, other options, abbreviations, a value starting with
-    `-`) returns None and goes to argparse. tests/test_cli.py checks that both parse a form alike."""
+    `-`) returns None and goes to argparse. tests/terminal/test_cli_args.py checks both parse alike."""
     flags = _QUICK_FLAGS.get(argv[0]) if argv else None
     if flags is None:
         return None

@@ -2,8 +2,8 @@
 error codes and framing live in `chatd.wire` (standard library only) and are re-exported here.
 
 Imports msgspec, `chatd.wire` and the standard library only; the daemon, the Python client and the
-benchmarks share it. Field names are snake_case here and camelCase on the wire (`rename="camel"`). docs/protocol.md describes
-the same contract for people; keep the two in step.
+benchmarks share it. Field names are snake_case here and camelCase on the wire (`rename="camel"`).
+docs/protocol.md describes the same contract for people; keep the two in step.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """JSON-RPC connections to the daemon's socket: `Client` (blocking, here) and `AsyncClient` (asyncio,
 in `chatd_client.aio`, also reachable from here). Both frame with LSP `Content-Length` headers, as
 editors do (`chatd.wire`). The blocking client, what one-shot commands use, codes JSON with the standard
-library, so `chatd call` and `chatd send` start without importing msgspec (~20 ms of a ~60 ms run);
-the asyncio client shares `chatd.protocol`'s msgspec codec.
+library, so `chatd call` and `chatd send` start without importing msgspec; the asyncio client shares
+`chatd.protocol`'s msgspec codec.
 """
 
 from __future__ import annotations
