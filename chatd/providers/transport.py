@@ -36,10 +36,15 @@ async def post_sse(http: httpx.AsyncClient, url: str, *, body: dict[str, Any], h
             if resp.status_code >= 300:
                 await _raise_status(resp, error_from_body, secrets)
             parser = SSEParser()
-            async for chunk in resp.aiter_bytes():
-                received = True
-                for item in parser.feed(chunk):
-                    yield item
+            chunks = _body_chunks(resp)
+            try:
+                async for chunk in chunks:
+                    received = True
+                    for item in parser.feed(chunk):
+                        yield item
+            finally:
+                if (aclose := getattr(chunks, "aclose", None)) is not None:
+                    await aclose()
             for item in parser.flush():
                 yield item
     except ProviderError:
@@ -77,6 +82,17 @@ async def _posted(http: httpx.AsyncClient, url: str, body: dict[str, Any], heade
         yield response
     finally:
         await response.aclose()
+
+
+def _body_chunks(resp: httpx.Response) -> AsyncIterator[bytes]:
+    """The reply's body as byte chunks, closed by the caller: the transport's own stream when the body
+    is not content-encoded (the common case), else httpx's decoding iterator. Closing the chunk
+    generator explicitly matters: a consumer that stops at the provider's end-of-stream event leaves
+    it suspended, and the event loop's async-generator finalizer then wakes the loop through its
+    self-pipe (one write and one task per generator) to close each of the nested generators."""
+    if resp.headers.get("content-encoding", "identity") == "identity":
+        return aiter(resp.stream)  # type: ignore[arg-type]  # an AsyncByteStream: the client is async
+    return resp.aiter_bytes()
 
 
 _URLS: dict[str, httpx.URL] = {}  # each endpoint URL parsed once (a daemon has a handful)

@@ -3,6 +3,10 @@ replaying the recorded fixtures (text, tool calls, usage, errors, failures)."""
 
 from __future__ import annotations
 
+import gc
+import gzip
+import sys
+
 import httpx
 import pytest
 
@@ -292,6 +296,44 @@ def test_connection_refused_is_a_connection_error(transport):
             return await collect(provider(http, url), request())
     events, err = run(main())
     assert err.kind == "connection"
+
+
+def test_a_gzip_encoded_stream_is_decoded(transport):
+    body = gzip.compress(b"".join(fixture_events("openai_chat_text_stream.txt")))
+    reply = Reply(chunks=split(body, 97), headers={"content-type": "text/event-stream", "content-encoding": "gzip"})
+
+    async def main():
+        async with FakeServer(reply) as srv, client(transport) as http:
+            return await collect(provider(http, srv.url), request())
+    events, err = run(main())
+    assert err is None and texts(events).endswith(" app.") and events[-1] == Finish("stop")
+
+
+def test_a_stream_left_at_its_end_event_leaves_no_generator_for_the_loop_to_finalize():
+    """The provider stops reading at [DONE]; with the daemon's default transport (aiohttp-backed) and
+    an unencoded body, the body's chunk generator must be closed then, not dropped for the loop's
+    finalizer hook, which wakes the loop through its self-pipe and schedules a task for each dropped
+    generator, every turn. (httpx's own transport, and httpx's decoding of an encoded body, nest
+    generators of their own that only their finalizer closes: correct, just slower.)"""
+    async def main():
+        hooks = sys.get_asyncgen_hooks()
+        finalized: list[str] = []
+
+        def finalizer(agen):
+            finalized.append(agen.ag_code.co_qualname)
+            hooks.finalizer(agen)
+        sys.set_asyncgen_hooks(firstiter=hooks.firstiter, finalizer=finalizer)
+        try:
+            raw = b"".join(fixture_events("openai_chat_text_stream.txt"))
+            async with FakeServer(Reply(chunks=[raw])) as srv, client("aiohttp") as http:
+                for _ in range(3):
+                    events, err = await collect(provider(http, srv.url), request())
+                    assert err is None and events[-1] == Finish("stop")
+                gc.collect()
+        finally:
+            sys.set_asyncgen_hooks(*hooks)
+        return finalized
+    assert run(main()) == []
 
 
 # ---------------------------------------------------------------- non-streamed replies (`complete`, chat/batch's path)
