@@ -142,6 +142,16 @@ def build_messages(request: ProviderRequest, dialect: Dialect = OPENAI) -> list[
         out.append({"role": dialect.system_role, "content": request.system})
     pending: dict[str, str] = {}  # new call id -> tool name, awaiting a result
     for msg in request.messages:
+        parts = msg.parts
+        if len(parts) == 1 and type(parts[0]) is p.TextPart:  # most of a history: one text, no calls or results
+            if pending:
+                _close_pending(out, pending)
+            text = parts[0].text
+            if msg.role != "assistant":
+                out.append({"role": dialect.system_role if msg.role == "system" else "user", "content": text})
+            elif text:
+                out.append({"role": "assistant", "content": text})
+            continue
         texts = [x.text for x in msg.parts if isinstance(x, p.TextPart)]
         if not msg.parts and msg.text:
             texts = [msg.text]

@@ -12,7 +12,7 @@ import pytest
 
 from chatd import protocol as p
 from chatd.providers.base import Finish, ProviderError, TextDelta, ThinkingEvent, ToolCallEvent, UsageEvent, cost_of
-from chatd.providers.openai_chat import COMPAT, ChatStream, OpenAIChatProvider, build_messages, build_request
+from chatd.providers.openai_chat import COMPAT, OPENAI, ChatStream, OpenAIChatProvider, build_messages, build_request
 from chatd.providers.openai_responses import OpenAIProvider
 from fakes import FakeServer, Reply, fixture_events, fixture_json, sse, split
 from provider_helpers import WEATHER, client, collect, msg, request, run
@@ -105,6 +105,32 @@ def test_foreign_transcript_thinking_dropped_ids_remapped_gaps_filled():
     assert out[3]["tool_call_id"] == calls[1]["id"] and "not answered" in out[3]["content"]  # never left open
     assert out[4] == {"role": "user", "content": "and?"}
     assert not any("hmm" in str(m) for m in out)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_plain_text_messages_take_a_shortcut_that_gives_the_general_paths_output(seed):
+    """A message of one text part skips the general conversion; a thinking part (which Chat Completions
+    drops) added to each such message forces the general path, and the messages must come out the same,
+    for every role, empty texts, and tool calls left open before them."""
+    import random
+
+    from chatd.providers.compat import FAMILIES
+    rnd = random.Random(seed)
+    plain: list[p.MessageOut] = []
+    for i in range(60):
+        kind = rnd.choice(["user", "assistant", "system", "tool", "call", "result"])
+        if kind == "call":
+            plain.append(msg("assistant", p.ToolCallPart(id=f"call_{i}", name="a", arguments={"i": i}), seq=i))
+        elif kind == "result":
+            plain.append(msg("tool", p.ToolResultPart(call_id=f"call_{i - 1}", name="a", output=str(i)), seq=i))
+        else:
+            plain.append(msg(kind, rnd.choice(["", "hi", f"text {i}"]), seq=i))
+    general = [m if len(m.parts) != 1 or not isinstance(m.parts[0], p.TextPart) else
+               msg(m.role, m.parts[0], p.ThinkingPart(text="dropped"), seq=m.seq) for m in plain]
+    for dialect in (FAMILIES["mistral"].dialect, OPENAI):
+        fast = build_messages(request("gpt-4o", *plain, system="sys"), dialect)
+        assert fast == build_messages(request("gpt-4o", *general, system="sys"), dialect)
+        assert len(fast) > 30
 
 
 def test_mistral_gets_nine_character_alphanumeric_ids():
