@@ -377,10 +377,14 @@ def test_a_non_streamed_request_drops_stream_and_stream_options_only():
     assert {k: v for k, v in streamed.items() if k not in ("stream", "stream_options")} == whole
 
 
-def test_the_recorded_non_streamed_tool_call_reply_gives_the_streams_events(transport):
+@pytest.mark.parametrize("encoding", ["identity", "gzip"])
+def test_the_recorded_non_streamed_tool_call_reply_gives_the_streams_events(encoding, transport):
+    body, headers = fixture_json("openai_chat_toolcall_nonstream_response.txt"), {"content-type": "application/json"}
+    if encoding == "gzip":
+        body, headers = gzip.compress(body), {**headers, "content-encoding": "gzip"}
+
     async def main():
-        reply = Reply(chunks=[fixture_json("openai_chat_toolcall_nonstream_response.txt")],
-                      headers={"content-type": "application/json"})
+        reply = Reply(chunks=split(body, 50), headers=headers)
         async with FakeServer(reply) as srv, client(transport) as http:
             events, err = await completed(provider(http, srv.url), request("gpt-4o", tools=[WEATHER]))
             return srv.requests[0], events, err
