@@ -36,14 +36,11 @@ async def post_sse(http: httpx.AsyncClient, url: str, *, body: dict[str, Any], h
             if resp.status_code >= 300:
                 await _raise_status(resp, error_from_body, secrets)
             parser = SSEParser()
-            chunks = _body_chunks(resp)
-            try:
+            async with _body(resp) as chunks:
                 async for chunk in chunks:
                     received = True
                     for item in parser.feed(chunk):
                         yield item
-            finally:
-                await _close(chunks)
             for item in parser.flush():
                 yield item
     except ProviderError:
@@ -63,11 +60,8 @@ async def post_json(http: httpx.AsyncClient, url: str, *, body: dict[str, Any], 
             if resp.status_code >= 300:
                 await _raise_status(resp, error_from_body, secrets)
             received = True
-            chunks = _body_chunks(resp)
-            try:
+            async with _body(resp) as chunks:
                 return b"".join([chunk async for chunk in chunks])
-            finally:
-                await _close(chunks)
     except ProviderError:
         raise
     except (httpx.HTTPError, OSError, ValueError, UnicodeError) as err:
@@ -87,21 +81,23 @@ async def _posted(http: httpx.AsyncClient, url: str, body: dict[str, Any], heade
         await response.aclose()
 
 
-def _body_chunks(resp: httpx.Response) -> AsyncIterator[bytes]:
-    """The reply's body as byte chunks, closed by the caller (`_close`): the transport's own stream when
-    the body is not content-encoded (the common case: two generator layers fewer than httpx's
-    `aiter_bytes`, which also decodes), else httpx's decoding iterator. Closing the chunk
-    generator explicitly matters: a consumer that stops at the provider's end-of-stream event leaves
-    it suspended, and the event loop's async-generator finalizer then wakes the loop through its
-    self-pipe (one write and one task per generator) to close each of the nested generators."""
+@asynccontextmanager
+async def _body(resp: httpx.Response) -> AsyncIterator[AsyncIterator[bytes]]:
+    """The reply's body as byte chunks, closed on exit: the transport's own stream when the body is not
+    content-encoded (the common case: two generator layers fewer than httpx's `aiter_bytes`, which also
+    decodes), else httpx's decoding iterator. Closing it on exit matters: a reader that stops at the
+    provider's end-of-stream event leaves it suspended, and the event loop's async-generator finalizer
+    would then wake the loop through its self-pipe (one write and one task per generator) to close each
+    of the nested generators."""
     if resp.headers.get("content-encoding", "identity") == "identity":
-        return aiter(resp.stream)  # type: ignore[arg-type]  # an AsyncByteStream: the client is async
-    return resp.aiter_bytes()
-
-
-async def _close(chunks: AsyncIterator[bytes]) -> None:
-    if (aclose := getattr(chunks, "aclose", None)) is not None:
-        await aclose()
+        chunks = aiter(resp.stream)  # type: ignore[arg-type]  # an AsyncByteStream: the client is async
+    else:
+        chunks = resp.aiter_bytes()
+    try:
+        yield chunks
+    finally:
+        if (aclose := getattr(chunks, "aclose", None)) is not None:
+            await aclose()
 
 
 _URLS: dict[str, httpx.URL] = {}  # each endpoint URL parsed once (a daemon has a handful)
