@@ -283,8 +283,9 @@ The issue's one line, measured:
 
 {table(("goal", "ratio (range)", "goal", "result"), headline_rows(s))}
 
-Workload details: T2 is {bench.n_turns} sequential `chat/send`s per round on one conversation (history grows by
-two messages a turn), each reply 5 chunks; T3 {bench.n_stream} turns of 500 chunks sent back to back (the
+Workload details: T2 is {bench.legs} legs per round of {bench.n_turns} sequential `chat/send`s, each leg on a fresh
+conversation (history grows by two messages a turn), alternating with {bench.legs} legs of the direct client and the
+samples pooled per side; each reply 5 chunks; T3 the same with {bench.n_stream} turns of 500 chunks a leg (the
 per-delta figure is the wall difference divided by 500; peers' column is their whole wall per delta);
 T4 {bench.n_wide:,} `chat/send`s at once on 8 connections, each reply 20 chunks 100 ms apart, every `chat/delta`
 counted; T5 {bench.n_conc:,} turns at 100 in flight, and `chat/batch` of {bench.n_batch:,} prompts with
