@@ -148,11 +148,12 @@ def findings(s: Stats, profile: dict[str, Any], pipe_profile: dict[str, Any] | N
         f" {split}. `COMMIT` is SQLite appending the changed pages to the WAL, one frame per page:"
         " the conversation row, the message rows, the `turns` row, and two index pages for `turns` (its TEXT"
         " primary key makes a separate autoindex, plus `turns_by_conversation`). The ratio also depends on"
-        " the disk: fsync here is fast for a VM. Schema v2 already made `turns` a `WITHOUT ROWID` table and"
-        " claims seqs with one `UPDATE ... RETURNING`; schema v3's full-text index (FTS5 triggers on every"
-        " message) and spend log now cost more than that saved. Closing the gap needs the FTS index"
-        " updated off the commit path (a queue drained when idle) and provenance as columns of the"
-        " assistant message row.")
+        " the disk: fsync here is fast for a VM. Schema v2 made `turns` a `WITHOUT ROWID` table and claims"
+        " seqs with one `UPDATE ... RETURNING`; schema v4 moved the full-text index off the commit path"
+        " (`Store.index_pending`). What is left is the WAL append and these four statements; closing the"
+        " gap needs fewer pages a turn (provenance as columns of the assistant message row would drop the"
+        " `turns` row and its two index pages), since one sequential turn has no other turn to share a"
+        " `COMMIT` with (group commit would help concurrent turns, T5, not this).")
     status = s.ratio("ping.chatd-status.p50", "ping.baseline.p50")
     if status > 1.5:
         out.append(
