@@ -206,14 +206,13 @@ def _acp(args: argparse.Namespace) -> int:
 
 
 def _call(args: argparse.Namespace) -> int:
-    import json
-
+    from chatd import stdjson
     from chatd_client.connection import Client, RpcError
     from chatd_client.daemon import DaemonUnavailable, ensure_daemon
 
     try:
-        params: Any = json.loads(args.params) if args.params else {}
-    except json.JSONDecodeError as exc:
+        params: Any = stdjson.loads(args.params) if args.params else {}
+    except ValueError as exc:  # json.JSONDecodeError
         print(f"chatd call: params are not valid JSON: {exc}", file=sys.stderr)
         return 2
     try:
@@ -223,16 +222,16 @@ def _call(args: argparse.Namespace) -> int:
         return 1
     with Client(sock) as client:
         if args.follow:
-            client.on_notification = lambda m, p: print(json.dumps({"method": m, "params": p}), flush=True)
+            client.on_notification = lambda m, p: print(stdjson.dumps({"method": m, "params": p}), flush=True)
         try:
             result = client.request(args.method, params)
         except RpcError as exc:
-            print(json.dumps({"error": {"code": exc.code, "message": exc.message, "data": exc.data}}, indent=2))
+            print(stdjson.dumps_pretty({"error": {"code": exc.code, "message": exc.message, "data": exc.data}}))
             return 1
         except ConnectionError as exc:
             print(f"chatd: {exc}", file=sys.stderr)
             return 1
-    print(json.dumps(result, indent=2, ensure_ascii=False))
+    print(stdjson.dumps_pretty(result))
     return 0
 
 

@@ -5,8 +5,6 @@ starts without msgspec; `chatd.protocol` re-exports all of it beside the method 
 
 from __future__ import annotations
 
-from collections import namedtuple
-
 # ---------------------------------------------------------------- error codes
 PARSE_ERROR = -32700
 INVALID_REQUEST = -32600
@@ -37,11 +35,23 @@ def frame_line(body: bytes) -> bytes:
     return body + b"\n"
 
 
-class FrameError(namedtuple("FrameError", "message fatal")):  # not typing.NamedTuple: typing costs ~3 ms
+class FrameError:
     """A framing failure (`message: str`). `fatal` means the stream cannot be resynchronised and must be
-    closed."""
+    closed. A plain class: a namedtuple would import `collections`, a NamedTuple `typing` (a one-shot
+    client imports this module)."""
 
-    __slots__ = ()
+    __slots__ = ("message", "fatal")
+
+    def __init__(self, message: str, fatal: bool) -> None:
+        self.message, self.fatal = message, fatal
+
+    def __repr__(self) -> str:
+        return f"FrameError(message={self.message!r}, fatal={self.fatal!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is FrameError and (self.message, self.fatal) == (other.message, other.fatal)
+
+    __hash__ = None  # type: ignore[assignment]
 
 
 class FrameDecoder:

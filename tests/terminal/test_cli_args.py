@@ -4,6 +4,7 @@ and hands every other form to argparse."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -56,10 +57,35 @@ def test_other_forms_go_to_argparse(argv):
     assert _quick_args(argv) is None
 
 
-def test_a_quick_one_shot_imports_neither_argparse_nor_typing(daemon):
-    code = ("import sys; from chatd.cli import main; rc = main(['call', 'daemon/status', '{}', '--no-start']);"
-            " bad = [m for m in ('argparse', 'typing', 'msgspec', 'httpx', 'pygls') if m in sys.modules];"
-            " sys.exit(rc or (print(bad, file=sys.stderr) or 9 if bad else 0))")
-    proc = subprocess.run([sys.executable, "-c", code], env=daemon.env, capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout)["protocolVersion"] == 1
+# What a one-shot command must not import, and why: argparse and typing (~10 ms, `_quick_args`), the engine
+# (msgspec, httpx, pygls), json/re/enum/socket/signal/collections (~15 ms; chatd.stdjson, _socket, _signal)
+# and platformdirs (~22 ms; chatd.paths finds $XDG_RUNTIME_DIR itself).
+HEAVY = ("argparse", "typing", "msgspec", "httpx", "pygls", "json", "re", "enum", "socket", "signal", "collections",
+         "platformdirs")
+
+
+def _imported(daemon, env, *argv):
+    """Run the installed `chatd` script as a user would; its output and the top-level modules it imported."""
+    script = os.path.join(os.path.dirname(sys.executable), "chatd")
+    proc = subprocess.run([sys.executable, "-X", "importtime", script, *argv], env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    names = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
+    return proc.stdout, names
+
+
+@pytest.mark.parametrize("finds", ["CHATD_HOME", "XDG_RUNTIME_DIR"])
+def test_a_quick_one_shot_imports_nothing_heavy(daemon, tmp_path, finds):
+    env = dict(daemon.env)
+    if finds == "XDG_RUNTIME_DIR":  # a login session's runtime directory, holding (a link to) this daemon's
+        runtime = tmp_path / "xdg-runtime"
+        runtime.mkdir(mode=0o700)
+        os.symlink(daemon.paths.runtime_dir, runtime / "chatd")
+        del env["CHATD_HOME"]
+        env["XDG_RUNTIME_DIR"] = str(runtime)
+    out, names = _imported(daemon, env, "call", "daemon/status", "{}", "--no-start")
+    assert json.loads(out)["protocolVersion"] == 1
+    assert not [m for m in HEAVY if m in names], sorted(names)
+    out, names = _imported(daemon, env, "send", "one-shot", "hello there", "-m", "echo", "--no-start")
+    assert "You said: hello there" in out
+    assert not [m for m in HEAVY if m in names], sorted(names)

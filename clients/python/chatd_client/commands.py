@@ -12,11 +12,12 @@ reads it back, and export -> import -> export gives the same bytes.
 
 from __future__ import annotations
 
-import json
+import _signal  # not `signal`: it imports `enum`, ~3 ms of a one-shot `chatd send`
 import os
-import signal
 import sys
 import time
+
+from chatd import stdjson  # not `json`: it imports `re`, ~7 ms of a one-shot `chatd send`
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: argparse and typing would cost `chatd send` ~8 ms at start-up
@@ -96,13 +97,13 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_CANCELLED
     except Failed as failure:
         if as_json:
-            print(json.dumps({"error": failure.error or {"message": failure.message}}, ensure_ascii=False))
+            print(stdjson.dumps({"error": failure.error or {"message": failure.message}}))
         print(f"chatd {args.command}: {failure.message}", file=sys.stderr)
         return failure.status
 
 
 def _emit_json(value: Any) -> None:
-    print(json.dumps(value, indent=2, ensure_ascii=False))
+    print(stdjson.dumps_pretty(value))
 
 
 # ---------------------------------------------------------------- send
@@ -127,14 +128,14 @@ def send_cmd(client: Any, args: argparse.Namespace) -> int:
     def cancel(signum: int, frame: Any) -> None:
         # Only reads are in progress while we wait, so the notification cannot split a frame; the wait
         # then ends with -32800 (unless the turn had just finished). A second Ctrl-C stops waiting.
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        _signal.signal(_signal.SIGINT, _signal.default_int_handler)
         client.notify("$/cancelRequest", {"id": msg_id})
 
-    previous = signal.signal(signal.SIGINT, cancel)
+    previous = _signal.signal(_signal.SIGINT, cancel)
     try:
         result = client.wait(msg_id)
     finally:
-        signal.signal(signal.SIGINT, previous)
+        _signal.signal(_signal.SIGINT, previous)
         stream.end()
     if args.json:
         _emit_json(result)
@@ -146,8 +147,8 @@ def _param(item: str) -> tuple[str, Any]:
     if not sep or not key:
         raise Failed(EXIT_USAGE, f"--param {item!r}: expected KEY=VALUE")
     try:
-        return key, json.loads(value)
-    except json.JSONDecodeError:
+        return key, stdjson.loads(value)
+    except ValueError:  # json.JSONDecodeError
         return key, value
 
 
@@ -176,7 +177,7 @@ class _Stream:
             print(f"chatd send: {params['model']} failed ({params.get('reason')}); {then}{void}", file=sys.stderr)
             self.end()
         elif method == "chat/toolCall":
-            print(f"chatd send: tool {params['tool']}({json.dumps(params.get('arguments'))})", file=sys.stderr)
+            print(f"chatd send: tool {params['tool']}({stdjson.dumps(params.get('arguments'))})", file=sys.stderr)
 
     def end(self) -> None:
         if self.last != "\n":
@@ -221,6 +222,8 @@ def show_cmd(client: Any, args: argparse.Namespace) -> int:
 
 def transcript(got: dict[str, Any]) -> str:
     """A conversation as markdown: a heading per message, tool calls and results as quoted lines."""
+    import json
+
     conv = got["conversation"]
     out = [f"# {conv['name']}", ""]
     if conv["system"]:
@@ -281,6 +284,8 @@ def export_cmd(client: Any, args: argparse.Namespace) -> int:
 
 
 def import_cmd(client: Any, args: argparse.Namespace) -> int:
+    import json
+
     try:
         if args.file == "-":
             raw = sys.stdin.buffer.read()

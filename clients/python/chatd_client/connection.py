@@ -1,18 +1,18 @@
 """JSON-RPC connections to the daemon's socket: `Client` (blocking, here) and `AsyncClient` (asyncio,
 in `chatd_client.aio`, also reachable from here). Both frame with LSP `Content-Length` headers, as
 editors do (`chatd.wire`). The blocking client, what one-shot commands use, codes JSON with the standard
-library, so `chatd call` and `chatd send` start without importing msgspec; the asyncio client shares
-`chatd.protocol`'s msgspec codec.
+library's C codec (`chatd.stdjson`) on a bare `_socket`, so `chatd call` and `chatd send` start without
+importing msgspec, `json` (and its `re`) or `socket` (and its `enum` and `selectors`); the asyncio
+client shares `chatd.protocol`'s msgspec codec.
 """
 
 from __future__ import annotations
 
+import _socket
 import itertools
-import json
-import socket
-from collections import deque
+from _collections import deque  # collections.deque itself, without importing `collections`
 
-from chatd import wire
+from chatd import stdjson, wire
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing costs a one-shot command ~3 ms
@@ -42,7 +42,7 @@ class Client:
     """A blocking client: one request at a time; notifications that arrive meanwhile are queued."""
 
     def __init__(self, path: str, timeout: float | None = None) -> None:
-        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
         self._sock.settimeout(timeout)
         self._sock.connect(path)
         self._decoder = wire.FrameDecoder(lsp_only=True)
@@ -78,7 +78,7 @@ class Client:
             for item in self._decoder.feed(data):
                 if type(item) is bytes:
                     self._frames.append(item)
-        msg = json.loads(self._frames.popleft())
+        msg = stdjson.loads(self._frames.popleft())
         if "method" in msg and "id" not in msg:
             if self.on_notification is not None:
                 self.on_notification(msg["method"], msg.get("params"))
@@ -116,4 +116,4 @@ def _builtins(value: Any) -> Any:
 
 
 def _encode(msg: dict[str, Any]) -> bytes:
-    return json.dumps(msg, ensure_ascii=False, separators=(",", ":"), default=_builtins).encode()
+    return stdjson.dumps(msg, default=_builtins).encode()

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import _socket  # not `socket`: a one-shot command skips importing enum and selectors
 import fcntl
 import os
 import select
-import socket
 import sys
 import time
 
@@ -19,7 +19,7 @@ class DaemonUnavailable(Exception):
 
 
 def _can_connect(path: str) -> bool:
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     try:
         sock.connect(path)
         return True
