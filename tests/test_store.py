@@ -84,6 +84,44 @@ def test_schema_migrates_forward_keeping_data(tmp_path):
     assert store.index_pending() == 0 and [h.seq for h in ContextStore(store).search("new")] == [3, 4]
 
 
+def test_migration_5_folds_the_spend_ledger_into_one_row_per_conversation_and_day(tmp_path):
+    """A v4 ledger (one row per turn) keeps its sums; later turns, summaries and a delete add to them."""
+    path = str(tmp_path / "v4.db")
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("BEGIN")
+    for migration in schema.MIGRATIONS[:4]:
+        for statement in schema._statements(migration):
+            db.execute(statement)
+    db.execute("PRAGMA user_version = 4")
+    db.execute("COMMIT")
+    db.execute("INSERT INTO conversations (id, name, created_at, updated_at) VALUES (1, 'a', 1, 1), (2, 'b', 1, 1)")
+    rows = [(1, "2026-12-01", 10, 0.5), (1, "2026-12-01", 5, 0.25), (1, "2026-12-02", 7, 1.0),
+            (2, "2026-12-01", 1, 0.125), (0, "2026-12-01", 100, 2.0)]
+    db.executemany("INSERT INTO spend VALUES (?, ?, ?, ?)", rows)
+    db.close()
+
+    store = Store(path)
+    ledger = ContextStore(store)
+    assert store._db.execute("PRAGMA user_version").fetchone()[0] == schema.VERSION
+    assert store._db.execute("SELECT conversation_id, day, tokens, cost FROM spend ORDER BY 1, 2").fetchall() == [
+        (0, "2026-12-01", 100, 2.0), (1, "2026-12-01", 15, 0.75), (1, "2026-12-02", 7, 1.0),
+        (2, "2026-12-01", 1, 0.125)]
+    assert ledger.spent(1) == (22, 1.75)
+    store.commit_turn(1, _turn("t1"), _pair("x"))  # finished 1970-01-01: 8 tokens, 0.25
+    store.commit_turn(1, _turn("t2"), _pair("y"))
+    ledger.add_spend(1, 4, 0.5)  # a summary, today
+    ledger.add_spend(1, 4, 0.5)
+    assert ledger.spent(1) == (22 + 16 + 8, 1.75 + 0.5 + 1.0)
+    assert store._db.execute("SELECT count(*) FROM spend WHERE conversation_id = 1").fetchone()[0] == 4
+    assert ledger.spent_today() == (8, 1.0)
+    store.delete(1)  # its spending moves to conversation 0, merged into 0's rows of the same days
+    assert ledger.spent(1) == (0, 0) and ledger.spent(0) == (100 + 46, 2.0 + 3.25)
+    assert store._db.execute("SELECT tokens FROM spend WHERE conversation_id = 0 AND day = '2026-12-01'"
+                             ).fetchone() == (115,)
+    assert ledger.spent(2) == (1, 0.125) and ledger.spent_today() == (8, 1.0)
+    assert store._db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
 def test_a_newer_schema_is_refused(tmp_path):
     path = str(tmp_path / "new.db")
     db = sqlite3.connect(path)

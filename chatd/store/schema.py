@@ -132,6 +132,36 @@ MIGRATIONS: list[str] = [
     ALTER TABLE conversations ADD COLUMN indexed_seq INTEGER NOT NULL DEFAULT 0;
     UPDATE conversations SET indexed_seq = last_seq;
     """,
+    # 5: the spend ledger keeps one row per conversation and day, added to by an upsert: a commit writes
+    # one ledger page instead of three (a rowid table and two indexes took a new entry each; the upsert
+    # changes no indexed column, so `spend_by_day` is written on a conversation's first turn of a day
+    # only). Sums are unchanged: the rows already there are summed into theirs.
+    """
+    CREATE TABLE spend_v5 (
+        conversation_id INTEGER NOT NULL,
+        day TEXT NOT NULL,
+        tokens INTEGER NOT NULL,
+        cost REAL NOT NULL,
+        PRIMARY KEY (conversation_id, day)
+    ) WITHOUT ROWID;
+    INSERT INTO spend_v5 SELECT conversation_id, day, sum(tokens), sum(cost) FROM spend GROUP BY conversation_id, day;
+    DROP TRIGGER spend_turn;
+    DROP TRIGGER spend_forget;
+    DROP TABLE spend;
+    ALTER TABLE spend_v5 RENAME TO spend;
+    CREATE INDEX spend_by_day ON spend(day);
+    CREATE TRIGGER spend_turn AFTER INSERT ON turns BEGIN
+        INSERT INTO spend VALUES (NEW.conversation_id, date(NEW.finished_at, 'unixepoch'),
+            coalesce(json_extract(NEW.usage, '$.inputTokens'), 0) + coalesce(json_extract(NEW.usage, '$.outputTokens'), 0),
+            NEW.cost)
+        ON CONFLICT (conversation_id, day) DO UPDATE SET tokens = tokens + excluded.tokens, cost = cost + excluded.cost;
+    END;
+    CREATE TRIGGER spend_forget AFTER DELETE ON conversations BEGIN
+        INSERT INTO spend SELECT 0, day, tokens, cost FROM spend WHERE conversation_id = OLD.id
+        ON CONFLICT (conversation_id, day) DO UPDATE SET tokens = tokens + excluded.tokens, cost = cost + excluded.cost;
+        DELETE FROM spend WHERE conversation_id = OLD.id;
+    END;
+    """,
 ]
 
 VERSION = len(MIGRATIONS)

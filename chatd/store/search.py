@@ -1,4 +1,4 @@
-"""Full-text search, compactions and spending, over the tables of schema migration 3.
+"""Full-text search, compactions and spending, over the tables of schema migrations 3 and 5.
 
 The spend ledger is written by triggers (see `schema.py`), so every path that writes turns keeps it in
 step without code here. The FTS index loses deleted messages by trigger too, but new messages reach it
@@ -128,7 +128,9 @@ class ContextStore:
     def add_spend(self, conv_id: int, tokens: int, cost: float) -> None:
         """Spending that is not a turn (a summary): counted in the budgets all the same."""
         if tokens or cost:
-            self._db.execute("INSERT INTO spend VALUES (?, date('now'), ?, ?)", (conv_id, tokens, cost))
+            self._db.execute("INSERT INTO spend VALUES (?, date('now'), ?, ?) ON CONFLICT (conversation_id, day)"
+                             " DO UPDATE SET tokens = tokens + excluded.tokens, cost = cost + excluded.cost",
+                             (conv_id, tokens, cost))
 
     def spent(self, conv_id: int) -> tuple[int, float]:
         """(tokens, cost) of a conversation's whole life, clears included."""
