@@ -145,14 +145,15 @@ def findings(s: Stats, profile: dict[str, Any], pipe_profile: dict[str, Any] | N
     out.append(
         f"- **Persistence** ({persist:.2f}× a write+fsync of {s.med('persist.fsync_us'):.0f} µs; the target is"
         f" 0.25×). `commit_turn` takes {s.med('persist.commit_normal_us'):.0f} µs; its statements, median µs:"
-        f" {split}. `COMMIT` is SQLite appending the changed pages to the WAL, one frame per page:"
-        " the conversation row, the message rows, the `turns` row, and two index pages for `turns` (its TEXT"
-        " primary key makes a separate autoindex, plus `turns_by_conversation`). The ratio also depends on"
-        " the disk: fsync here is fast for a VM. Schema v2 made `turns` a `WITHOUT ROWID` table and claims"
-        " seqs with one `UPDATE ... RETURNING`; schema v4 moved the full-text index off the commit path"
-        " (`Store.index_pending`). What is left is the WAL append and these four statements; closing the"
-        " gap needs fewer pages a turn (provenance as columns of the assistant message row would drop the"
-        " `turns` row and its two index pages), since one sequential turn has no other turn to share a"
+        f" {split}. `COMMIT` is SQLite appending the changed pages to the WAL, one frame per page: the"
+        " conversation row, the message rows, the `turns` row and the spend ledger's row, plus the pages a"
+        " B-tree split adds (about 6.3 frames a commit, measured from the WAL's growth). The ratio also"
+        " depends on the disk: fsync here is fast for a VM. Schema v2 made `turns` a `WITHOUT ROWID` table and"
+        " claims seqs with one `UPDATE ... RETURNING`; v4 moved the full-text index off the commit path"
+        " (`Store.index_pending`); v5 folded the spend ledger (a rowid table and two indexes, three pages a"
+        " turn) into one upserted row per conversation and day (8.4 → 6.3 frames a commit). Closing the rest"
+        " needs fewer pages a turn still (provenance as columns of the assistant message row would drop the"
+        " `turns` page), since one sequential turn has no other turn to share a"
         " `COMMIT` with (group commit would help concurrent turns, T5, not this).")
     status = s.ratio("ping.chatd-status.p50", "ping.baseline.p50")
     if status > 1.5:

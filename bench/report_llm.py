@@ -292,7 +292,9 @@ counted; T5 {bench.n_conc:,} turns at 100 in flight, and `chat/batch` of {bench.
 `maxConcurrent` 100 (lm-deluge: the same prompts through `process_prompts_async` with
 `max_concurrent_requests=100`, its rate limits raised out of the way; litellm and llm: {bench.n_slow_peer}
 streamed `acompletion`s / async prompts at 100 in flight; openai SDK {bench.n_conc:,}); T8 `chatd call chat/send`
-as a new process with the daemon running ({bench.n_cli} per round) vs `python -I -S -c pass` and
+as a new process with the daemon running ({bench.n_cli} per round; the installed `chatd` script, finding the
+socket through `CHATD_HOME`: through a private `$XDG_RUNTIME_DIR` it imports the same modules,
+tests/terminal/test_cli_args.py) vs `python -I -S -c pass` and
 `llm -m MODEL PROMPT` (its default logging to SQLite on); T9 {bench.n_fail} failures per kind per round, one try
 (`max-attempts = 1`, no cooldown) so the first error is the client's; JSON-RPC codes seen: {codes}.
 The daemon's config.toml raises `[routing] max-concurrent` to 2,000 (default 64) and `[limits]
