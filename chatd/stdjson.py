@@ -57,11 +57,17 @@ def _encoder(default: Callable[[Any], Any] | None) -> Callable[[Any, int], tuple
 
 
 _compact = _encoder(None)
+_with_default: dict[Callable[[Any], Any], Callable[[Any, int], tuple[str, ...]]] = {}
 
 
 def dumps(value: Any, default: Callable[[Any], Any] | None = None) -> str:
     """`json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=default)`."""
-    return "".join((_encoder(default) if default else _compact)(value, 0))
+    if default is None:
+        return "".join(_compact(value, 0))
+    encode = _with_default.get(default)
+    if encode is None:  # one encoder per `default` function (the blocking client passes the same one each time)
+        encode = _with_default[default] = _encoder(default)
+    return "".join(encode(value, 0))
 
 
 def dumps_pretty(value: Any) -> str:
