@@ -137,9 +137,7 @@ class ConversationService:
         _check_name(params.name)
         self._check_models(params.models, params.model_weights, params.prefer_model)
         self._check_params(params.params)
-        if self.store.get(params.name) is not None:
-            raise AlreadyExists(params.name)
-        conv = self.store.create(
+        conv = self.store.create(  # AlreadyExists if the name is taken
             params.name, system=params.system, models=params.models, model_weights=params.model_weights,
             prefer_model=params.prefer_model or LAST, params=params.params,
         )
@@ -268,8 +266,12 @@ class ConversationService:
                                   " a stored conversation has its own")
         conv = self.store.get(params.conversation)
         if conv is None:
-            conv = self.create(p.ConversationCreateParams(name=params.conversation))
-        state = self._state(conv)
+            try:
+                state = self._state(self.create(p.ConversationCreateParams(name=params.conversation)), fresh=True)
+            except AlreadyExists:  # another process created it just now
+                state = self._state(self.lookup(params.conversation))
+        else:
+            state = self._state(conv)
         async with state.lock:  # FIFO: turns run in arrival order
             state.task = asyncio.current_task()
             try:
@@ -524,10 +526,11 @@ class ConversationService:
                                model=comp.model, tokens_before=comp.tokens_before, tokens_after=comp.tokens_after)
 
     # ------------------------------------------------------------ cache
-    def _state(self, conv: Conversation) -> _State:
+    def _state(self, conv: Conversation, fresh: bool = False) -> _State:
+        """The cached state of `conv`, loading its history on a miss (none to load when `fresh`: just created)."""
         state = self._states.get(conv.id)
         if state is None:
-            state = _State(conv, self.store.messages(conv.id))
+            state = _State(conv, [] if fresh else self.store.messages(conv.id))
             self._states[conv.id] = state
             self._evict()
         else:

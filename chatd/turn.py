@@ -7,8 +7,8 @@ its parts in order (thinking, text, tool calls).
 
 from __future__ import annotations
 
+import os
 import time
-import uuid
 from typing import Any, Callable
 
 from chatd import protocol as p
@@ -46,7 +46,7 @@ class Turn:
 
     def __init__(self, conv: Conversation, parts: list[p.Part], origin: object | None,
                  options: dict[str, Any]) -> None:
-        self.id = uuid.uuid4().hex
+        self.id = os.urandom(16).hex()  # 32 hex digits, as uuid4().hex, without building a UUID
         self.conv = conv
         self.origin = origin
         self.options = options

@@ -44,6 +44,19 @@ def test_turns_commit_atomically_with_provenance(tmp_path):
         store.commit_turn(9999, _turn("t9"), _pair("nowhere"))
 
 
+def test_create_returns_the_stored_row_and_refuses_a_taken_name(tmp_path):
+    from chatd.errors import AlreadyExists
+
+    store = Store(str(tmp_path / "chatd.db"))
+    made = store.create("c", system="s", models=["echo"], model_weights=[2.0], prefer_model="weighted",
+                        params={"temperature": 0.5})
+    assert made == store.get_by_id(made.id) == store.get("c")
+    assert store.create("plain") == store.get("plain")
+    with pytest.raises(AlreadyExists, match="'c' already exists"):
+        store.create("c")
+    assert [c.name for c in store.list()] == ["plain", "c"] and not store._db.in_transaction
+
+
 def test_clear_keeps_seq_counter_and_delete_cascades(tmp_path):
     store = Store(str(tmp_path / "chatd.db"))
     conv = store.create("c", system="sys")

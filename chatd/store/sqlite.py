@@ -19,7 +19,7 @@ from typing import Any
 import msgspec
 
 from chatd import protocol as p
-from chatd.errors import StorageError
+from chatd.errors import AlreadyExists, StorageError
 from chatd.store import schema
 
 _parts_decoder = msgspec.json.Decoder(list[p.Part])
@@ -133,15 +133,23 @@ class Store:
         prefer_model: str = "last",
         params: dict[str, Any] | None = None,
     ) -> Conversation:
+        """A new, empty conversation; `AlreadyExists` if the name is taken (the only unique column)."""
         now = time.time()
-        with self._transaction():
-            cur = self._db.execute(
-                "INSERT INTO conversations (name, system, models, model_weights, prefer_model, params,"
-                " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (name, system, _json(models or []), _json(model_weights) if model_weights else None,
-                 prefer_model, _json(params or {}), now, now),
-            )
-        return self.get_by_id(cur.lastrowid)  # type: ignore[return-value]
+        models, params = list(models or ()), dict(params or {})
+        try:
+            with self._transaction():
+                cur = self._db.execute(
+                    "INSERT INTO conversations (name, system, models, model_weights, prefer_model, params,"
+                    " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (name, system, _json(models), _json(model_weights) if model_weights else None,
+                     prefer_model, _json(params), now, now),
+                )
+        except sqlite3.IntegrityError:
+            raise AlreadyExists(name) from None
+        return Conversation(id=cur.lastrowid, name=name, system=system, models=models,  # type: ignore[arg-type]
+                            model_weights=list(model_weights) if model_weights else None, prefer_model=prefer_model,
+                            params=params, last_model=None, last_seq=0, message_count=0, created_at=now,
+                            updated_at=now)
 
     def list(self, query: str | None = None, limit: int = 100) -> list[Conversation]:
         sql = f"SELECT {_CONV_COLS} FROM conversations"
