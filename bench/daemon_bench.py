@@ -21,7 +21,7 @@ import socket
 import subprocess
 import sys
 import time
-from typing import Any
+from typing import Any, Callable
 
 import msgspec
 
@@ -258,6 +258,17 @@ class _TimedDb:
         return getattr(self.db, name)
 
 
+async def _grouped_commits(store: Any, convs: list, turn: Callable, rounds: int, clock: Callable) -> list[float]:
+    """µs per turn when len(convs) turns share one COMMIT (`Store.commit_turn_grouped`), per round."""
+    out = []
+    for i in range(rounds):
+        turns = [turn(i * len(convs) + k) for k in range(len(convs))]
+        t0 = clock()
+        await asyncio.gather(*(store.commit_turn_grouped(c.id, *t) for c, t in zip(convs, turns)))
+        out.append((clock() - t0) / 1000 / len(convs))
+    return out
+
+
 def _persist(db_path: str, count: int) -> dict[str, Any]:
     """One turn's commit (two messages and a provenance row) vs the same bytes appended with write+fsync."""
     from chatd import protocol as p
@@ -285,6 +296,9 @@ def _persist(db_path: str, count: int) -> dict[str, Any]:
             store.commit_turn(conv.id, record, messages)
             out[key].append((clock() - t0) / 1000)
     store._db.execute("PRAGMA synchronous=NORMAL")
+    # group commit (what the daemon does): 10 turns on 10 conversations finishing in one loop iteration
+    group = [store.create(f"persist-{k}", models=["echo"]) for k in range(10)]
+    out["commit_grouped10_us"] = asyncio.run(_grouped_commits(store, group, turn, count // 10, clock))
     timer = _TimedDb(store._db)
     store._db = timer  # per-statement split of the same commit (the proxy adds ~0.3 µs a statement)
     for i in range(count):

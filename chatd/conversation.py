@@ -380,7 +380,7 @@ class ConversationService:
                     results = await run_calls(calls, {t.name: t for t in tools}, site, rules=rules,
                                               approver=self.events, publish=publish)
                 turn.pending.append(NewMessage(role="tool", parts=list(results)))
-            return self._commit(state, turn)
+            return await self._commit(state, turn)
         except AllModelsFailed as err:
             self._ended(turn, "failed", str(err))
             raise TurnFailed(str(err), data={"attempts": err.attempts}) from None
@@ -446,7 +446,7 @@ class ConversationService:
         self.events.publish(turn.conv.id, p.CHAT_TURN_ENDED, p.TurnEnded(
             conversation=turn.conv.name, turn_id=turn.id, outcome=outcome, error=error), turn.origin)  # type: ignore[arg-type]
 
-    def _commit(self, state: _State, turn: Turn) -> p.SendResult:
+    async def _commit(self, state: _State, turn: Turn) -> p.SendResult:
         conv = state.conv
         state.streaming = None
         finished = time.time()
@@ -462,8 +462,8 @@ class ConversationService:
                             usage=turn.usage, cost=turn.cost, finish_reason=turn.reason,
                             started_at=turn.started, finished_at=finished)
         try:
-            stored = self.store.commit_turn(conv.id, record, [NewMessage(role="user", parts=turn.user.parts),
-                                                              *turn.pending])
+            stored = await self.store.commit_turn_grouped(conv.id, record, [
+                NewMessage(role="user", parts=turn.user.parts), *turn.pending])
         except LookupError:
             raise TurnFailed(f"conversation {conv.name!r} was deleted during the turn") from None
         state.add_messages(stored)

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 import sqlite3
+import subprocess
 
 import pytest
 
 from chatd import protocol as p
+from chatd.errors import StorageError
 from chatd.store import NewMessage, Store, TurnRecord
 from chatd.store import schema
 from chatd.store.search import ContextStore
@@ -205,3 +209,99 @@ def test_index_pending_in_budgeted_steps_covers_forks_imports_and_clears(tmp_pat
     assert ctx.search("banana") == [] and [h.seq for h in ctx.search("cherry")] == [3, 4]
     store.delete(fork.id)
     assert _fts_rows(store) == _all_messages_as_fts(store)
+
+
+# ---------------------------------------------------------------- group commit
+def _committed(path: str) -> list[tuple[int, str]]:
+    """(conversation id, text) of every message another connection sees: what is on disk."""
+    db = sqlite3.connect(path)
+    try:
+        return db.execute("SELECT conversation_id, text FROM messages ORDER BY conversation_id, seq").fetchall()
+    finally:
+        db.close()
+
+
+def test_turns_finishing_together_share_one_commit_and_a_failing_one_leaves_the_rest(tmp_path):
+    path = str(tmp_path / "chatd.db")
+    store = Store(path)
+    convs = [store.create(f"c{i}") for i in range(6)]
+    statements: list[str] = []
+
+    async def main() -> list:
+        store._db.set_trace_callback(statements.append)
+        gone = store.create("gone")
+        store.delete(gone.id)  # its turn raises LookupError inside the group
+        jobs = [store.commit_turn_grouped(c.id, _turn(f"t{c.id}"), _pair(f"hi {c.id}")) for c in convs]
+        jobs.insert(3, store.commit_turn_grouped(gone.id, _turn("tg"), _pair("nowhere")))
+        return await asyncio.gather(*jobs, return_exceptions=True)
+
+    results = asyncio.run(main())
+    store._db.set_trace_callback(None)
+    assert isinstance(results[3], LookupError)
+    assert [[m.seq for m in r] for r in results[:3] + results[4:]] == [[1, 2]] * 6
+    grouped = statements[statements.index("BEGIN IMMEDIATE", statements.index("COMMIT", 4) + 1):]
+    assert grouped.count("BEGIN IMMEDIATE") == 1 and grouped.count("COMMIT") == 1  # for 6 turns
+    assert grouped.count("SAVEPOINT grouped") == 7 and grouped.count("ROLLBACK TO grouped") == 1
+    assert _committed(path) == [(c.id, t) for c in convs for t in (f"hi {c.id}", f"re: hi {c.id}")]
+    assert not store._db.in_transaction
+
+
+def test_a_plain_write_commits_the_open_group_first_and_a_late_cancel_still_returns_the_turn(tmp_path):
+    path = str(tmp_path / "chatd.db")
+    store = Store(path)
+    a, b = store.create("a"), store.create("b")
+
+    async def main() -> None:
+        first = asyncio.ensure_future(store.commit_turn_grouped(a.id, _turn("ta"), _pair("one")))
+        await asyncio.sleep(0)  # one step: its rows are written, its COMMIT is pending
+        assert store._db.in_transaction and _committed(path) == []
+        store.update(b.id, system="s")  # durable when it returns, so the group goes first
+        assert not store._db.in_transaction and _committed(path) == [(a.id, "one"), (a.id, "re: one")]
+        assert [m.seq for m in await first] == [1, 2]
+
+        second = asyncio.ensure_future(store.commit_turn_grouped(b.id, _turn("tb"), _pair("two")))
+        await asyncio.sleep(0)
+        second.cancel()  # after its write: too late, the turn is stored and returned
+        assert [m.seq for m in await second] == [1, 2] and not second.cancelled()
+        assert (a.id, "one") in _committed(path) and (b.id, "re: two") in _committed(path)
+
+        third = asyncio.ensure_future(store.commit_turn_grouped(b.id, _turn("tc"), _pair("three")))
+        await asyncio.sleep(0)
+        store.close()  # closing commits what is pending
+        assert [m.seq for m in await third] == [3, 4]
+
+    asyncio.run(main())
+    assert _committed(path)[-1] == (b.id, "re: three")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")
+def test_a_group_whose_commit_fails_stores_none_of_it_and_the_next_group_works(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(data)], check=True)
+    try:
+        path = str(data / "chatd.db")
+        store = Store(path)
+        convs = [store.create(f"c{i}") for i in range(3)]
+        store.commit_turn(convs[0].id, _turn("t0"), _pair("before"))
+        with open(data / "filler", "wb") as f:
+            try:
+                while True:
+                    f.write(b"\0" * 65536)
+                    f.flush()
+            except OSError:
+                pass
+
+        async def group(tag: str, size: int) -> list:
+            return await asyncio.gather(*(store.commit_turn_grouped(c.id, _turn(f"{tag}{c.id}"), _pair(tag * size))
+                                          for c in convs), return_exceptions=True)
+
+        failed = asyncio.run(group("x", 300_000))
+        assert all(isinstance(r, StorageError) and "could not be written" in str(r) for r in failed), failed
+        assert _committed(path) == [(convs[0].id, "before"), (convs[0].id, "re: before")]
+        assert store.get("c1").last_seq == 0 and not store._db.in_transaction
+        os.unlink(data / "filler")
+        assert [r[0].seq for r in asyncio.run(group("y", 1))] == [3, 1, 1]
+        store.close()
+    finally:
+        subprocess.run(["umount", "-l", str(data)], check=False)

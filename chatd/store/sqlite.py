@@ -1,20 +1,26 @@
 """SQLite persistence for conversations, messages and turn provenance; the only writer of that data.
 
 Invariants:
-- A turn is one transaction: its messages, its provenance row and the conversation's counters, or nothing.
+- A turn is atomic: its messages, its provenance row and the conversation's counters, or nothing.
+  `commit_turn` is one transaction. The daemon's `commit_turn_grouped` is one SAVEPOINT in a transaction
+  shared with the turns finishing in the same event-loop iteration, committed on the next iteration, and
+  returns only after that COMMIT (group commit: under load one BEGIN, COMMIT and WAL write for many turns;
+  a lone turn pays one loop hop and a savepoint).
 - `seq` is per conversation, strictly increasing, never reused (clear keeps the counter).
 - Appending reads and writes O(1) rows whatever the history length.
 - WAL with synchronous=NORMAL: a committed turn survives `kill -9` of the daemon (the WAL is in the OS
   page cache); only a power loss can take the last few commits. The file is created 0600.
-Methods are synchronous and fast (tens of microseconds); the daemon calls them on its event loop.
+Methods are synchronous and fast (tens of microseconds); the daemon calls them on its event loop. A plain
+write while a group is open commits the group first, so every synchronous write is durable when it returns.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sqlite3
 import time
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 import msgspec
 
@@ -24,6 +30,7 @@ from chatd.store import schema
 
 _parts_decoder = msgspec.json.Decoder(list[p.Part])
 _json = msgspec.json.encode
+T = TypeVar("T")
 
 
 class Conversation(msgspec.Struct):
@@ -106,8 +113,10 @@ class Store:
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.execute("PRAGMA busy_timeout=1000")
         schema.migrate(self._db)
+        self._group: list[asyncio.Future] | None = None  # writers waiting on the open group's COMMIT
 
     def close(self) -> None:
+        self._commit_group()
         self._db.close()
 
     # ------------------------------------------------------------ conversations
@@ -223,37 +232,45 @@ class Store:
 
     def commit_turn(self, conv_id: int, turn: TurnRecord, messages: list[NewMessage]) -> list[p.MessageOut]:
         """Append one finished turn atomically; returns the stored messages with their seqs."""
+        with self._transaction():
+            return self._write_turn(conv_id, turn, messages)
+
+    async def commit_turn_grouped(self, conv_id: int, turn: TurnRecord,
+                                  messages: list[NewMessage]) -> list[p.MessageOut]:
+        """`commit_turn`, its COMMIT shared with the other turns finishing in the same loop iteration."""
+        return await self._grouped(self._write_turn, conv_id, turn, messages)
+
+    def _write_turn(self, conv_id: int, turn: TurnRecord, messages: list[NewMessage]) -> list[p.MessageOut]:
         now = time.time()
         out: list[p.MessageOut] = []
-        with self._transaction():
-            # One statement claims the seqs and bumps the counters (no read-then-write).
-            row = self._db.execute(
-                "UPDATE conversations SET last_seq = last_seq + ?, message_count = message_count + ?,"
-                " last_model = ?, updated_at = ? WHERE id = ? RETURNING last_seq",
-                (len(messages), len(messages), turn.model, now, conv_id),
-            ).fetchone()
-            if row is None:
-                raise LookupError("conversation was deleted during the turn")
-            seq = row[0] - len(messages)
-            self._db.execute(
-                "INSERT INTO turns (id, conversation_id, model, provider, attempts, usage, cost, finish_reason,"
-                " started_at, finished_at, latency_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (turn.id, conv_id, turn.model, turn.provider, _json(turn.attempts), _json(turn.usage), turn.cost,
-                 turn.finish_reason, turn.started_at, turn.finished_at,
-                 (turn.finished_at - turn.started_at) * 1000.0),
-            )
-            rows = []
-            for m in messages:
-                seq += 1
-                text = text_of(m.parts)
-                rows.append((conv_id, seq, m.role, text, _json(m.parts), m.model, turn.id, now))
-                out.append(p.MessageOut(seq=seq, role=m.role, text=text, parts=m.parts, model=m.model,
-                                        turn_id=turn.id, created_at=now))
-            self._db.executemany(
-                "INSERT INTO messages (conversation_id, seq, role, text, parts, model, turn_id, created_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                rows,
-            )
+        # One statement claims the seqs and bumps the counters (no read-then-write).
+        row = self._db.execute(
+            "UPDATE conversations SET last_seq = last_seq + ?, message_count = message_count + ?,"
+            " last_model = ?, updated_at = ? WHERE id = ? RETURNING last_seq",
+            (len(messages), len(messages), turn.model, now, conv_id),
+        ).fetchone()
+        if row is None:
+            raise LookupError("conversation was deleted during the turn")
+        seq = row[0] - len(messages)
+        self._db.execute(
+            "INSERT INTO turns (id, conversation_id, model, provider, attempts, usage, cost, finish_reason,"
+            " started_at, finished_at, latency_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (turn.id, conv_id, turn.model, turn.provider, _json(turn.attempts), _json(turn.usage), turn.cost,
+             turn.finish_reason, turn.started_at, turn.finished_at,
+             (turn.finished_at - turn.started_at) * 1000.0),
+        )
+        rows = []
+        for m in messages:
+            seq += 1
+            text = text_of(m.parts)
+            rows.append((conv_id, seq, m.role, text, _json(m.parts), m.model, turn.id, now))
+            out.append(p.MessageOut(seq=seq, role=m.role, text=text, parts=m.parts, model=m.model,
+                                    turn_id=turn.id, created_at=now))
+        self._db.executemany(
+            "INSERT INTO messages (conversation_id, seq, role, text, parts, model, turn_id, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
         return out
 
     def import_conversation(self, name: str, doc: p.ExportDocument) -> Conversation:
@@ -320,7 +337,86 @@ class Store:
                     break
         return n
 
+    # ------------------------------------------------------------ group commit
+    async def _grouped(self, write: Callable[..., T], *args: Any) -> T:
+        """Run `write(*args)` in the open group transaction and return its result once the group's COMMIT
+        is done (StorageError if it fails: then none of the group is stored).
+
+        The first grouped write of a loop iteration opens the group (BEGIN IMMEDIATE) and schedules its
+        COMMIT for the next iteration, so every turn finishing in between shares that one COMMIT and its
+        WAL write. Each write runs in a SAVEPOINT: one that raises leaves nothing and the others are kept.
+        The caller is told only after the COMMIT, so nothing is published before it is stored (a read on
+        this connection in between does see the group's rows). A cancel that arrives while the COMMIT is
+        pending is too late: the write is stored and returned. `write` must not open a transaction."""
+        loop, db = asyncio.get_running_loop(), self._db
+        if self._group is None:
+            try:
+                db.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                raise storage_error(exc, self.path) from None
+            self._group = []
+            loop.call_soon(self._commit_group)
+        try:
+            db.execute("SAVEPOINT grouped")
+            result = write(*args)
+            db.execute("RELEASE grouped")
+        except BaseException as exc:
+            self._undo_write(exc)
+            if isinstance(exc, sqlite3.OperationalError):
+                raise storage_error(exc, self.path) from None
+            raise
+        done = loop.create_future()
+        self._group.append(done)
+        late_cancel = False
+        while not done.done():
+            try:
+                await asyncio.shield(done)
+            except asyncio.CancelledError:
+                late_cancel = True
+        if late_cancel:
+            asyncio.current_task().uncancel()  # type: ignore[union-attr]
+        done.result()
+        return result
+
+    def _undo_write(self, exc: BaseException) -> None:
+        """Take back a grouped write that raised. SQLite ends the whole transaction itself on some errors
+        (a full disk, an I/O error): then the group's earlier writes are gone too, and their writers are
+        told so rather than that a later COMMIT stored them."""
+        db = self._db
+        if db.in_transaction:
+            try:
+                db.execute("ROLLBACK TO grouped")
+                db.execute("RELEASE grouped")
+                return
+            except sqlite3.Error:
+                pass
+        self._end_group(exc if isinstance(exc, sqlite3.Error) else sqlite3.OperationalError(str(exc)))
+
+    def _commit_group(self) -> None:
+        """COMMIT the open group, if any, and tell its writers (a failed COMMIT rolls all of it back)."""
+        if self._group is None:
+            return
+        try:
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._end_group(exc)
+            return
+        group, self._group = self._group, None
+        for done in group:
+            if not done.done() and not done.get_loop().is_closed():
+                done.set_result(None)
+
+    def _end_group(self, cause: sqlite3.Error) -> None:
+        """Roll the open group back and fail every writer waiting on it."""
+        group, self._group = self._group or [], None
+        _Tx.rollback(self._db)
+        for done in group:
+            if not done.done() and not done.get_loop().is_closed():
+                done.set_exception(storage_error(cause, self.path))
+
     def _transaction(self) -> "_Tx":
+        if self._group is not None:
+            self._commit_group()  # a plain write is durable when it returns: the group goes first
         return _Tx(self._db, self.path)
 
 
@@ -352,16 +448,17 @@ class _Tx:
                 self._db.execute("COMMIT")
                 return
             except sqlite3.Error as commit_error:
-                self._rollback()
+                self.rollback(self._db)
                 raise storage_error(commit_error, self._path) from None
-        self._rollback()
+        self.rollback(self._db)
         if exc_type is not None and issubclass(exc_type, sqlite3.OperationalError):
             raise storage_error(exc, self._path) from None
 
-    def _rollback(self) -> None:
-        if self._db.in_transaction:
+    @staticmethod
+    def rollback(db: sqlite3.Connection) -> None:
+        if db.in_transaction:
             try:
-                self._db.execute("ROLLBACK")
+                db.execute("ROLLBACK")
             except sqlite3.Error:
                 pass
 
