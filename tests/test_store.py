@@ -38,12 +38,14 @@ def test_turns_commit_atomically_with_provenance(tmp_path):
     prov = store.turn(conv.id, "t1")
     assert prov["usage"]["outputTokens"] == 5 and prov["cost"] == 0.25 and prov["latencyMs"] == 500.0
     assert prov["attempts"][0]["outcome"] == "ok"
-    # a failing insert inside the transaction leaves nothing behind (duplicate turn id)
-    with pytest.raises(sqlite3.IntegrityError):
-        store.commit_turn(conv.id, _turn("t2"), _pair("three"))
+    # a write failing inside the transaction (after the counters moved) leaves nothing behind
+    unencodable = [*_pair("three"), NewMessage(role="tool", parts=[object()])]  # type: ignore[list-item]
+    with pytest.raises(TypeError):
+        store.commit_turn(conv.id, _turn("t3"), unencodable)
     row = store.get("c")
     assert (row.last_seq, row.message_count) == (4, 4)
     assert [m.text for m in store.messages(conv.id)] == ["one", "re: one", "two", "re: two"]
+    assert store.turn(conv.id, "t3") is None and ContextStore(store).spent(conv.id) == (16, 0.5)
     with pytest.raises(LookupError):
         store.commit_turn(9999, _turn("t9"), _pair("nowhere"))
 
@@ -72,7 +74,6 @@ def test_clear_keeps_seq_counter_and_delete_cascades(tmp_path):
     store.delete(conv.id)
     db = sqlite3.connect(str(tmp_path / "chatd.db"))
     assert db.execute("SELECT count(*) FROM messages").fetchone()[0] == 0
-    assert db.execute("SELECT count(*) FROM turns").fetchone()[0] == 0
 
 
 def test_schema_migrates_forward_keeping_data(tmp_path):
@@ -139,6 +140,49 @@ def test_migration_5_folds_the_spend_ledger_into_one_row_per_conversation_and_da
     assert store._db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
 
+def test_migration_6_moves_provenance_onto_each_turns_last_message(tmp_path):
+    """A v5 store's turns (one with a tool round, one copied by a fork) keep their provenance and totals."""
+    path = str(tmp_path / "v5.db")
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("BEGIN")
+    for migration in schema.MIGRATIONS[:5]:
+        for statement in schema._statements(migration):
+            db.execute(statement)
+    db.execute("PRAGMA user_version = 5")
+    db.execute("COMMIT")
+    db.execute("INSERT INTO conversations (id, name, created_at, updated_at, last_seq, message_count)"
+               " VALUES (1, 'a', 1, 1, 5, 5), (2, 'fork', 1, 1, 2, 2)")
+    text = '[{"type":"text","text":"x"}]'
+    for conv, seq, role, turn_id in [(1, 1, "user", "t1"), (1, 2, "assistant", "t1"), (1, 3, "tool", "t1"),
+                                     (1, 4, "user", "t2"), (1, 5, "assistant", "t2"),
+                                     (2, 1, "user", "t1"), (2, 2, "assistant", "t1")]:
+        db.execute("INSERT INTO messages VALUES (?, ?, ?, 'x', ?, NULL, ?, 1)", (conv, seq, role, text, turn_id))
+    for turn_id, usage, cost in [("t1", '{"inputTokens":3,"outputTokens":5}', 0.25),
+                                 ("t2", '{"inputTokens":7,"outputTokens":1,"cachedTokens":2}', 0.5)]:
+        db.execute("INSERT INTO turns VALUES (1, ?, 'echo', 'echo', '[{\"model\":\"echo\",\"outcome\":\"ok\"}]',"
+                   " ?, ?, 'stop', 10.0, 10.5, 500.0)", (turn_id, usage, cost))
+    db.close()
+
+    store = Store(path)
+    ctx = ContextStore(store)
+    assert store._db.execute("PRAGMA user_version").fetchone()[0] == schema.VERSION
+    assert store._db.execute("SELECT conversation_id, seq FROM messages WHERE turn IS NOT NULL ORDER BY 1, 2"
+                             ).fetchall() == [(1, 3), (1, 5)]  # each turn's last row; the fork's copies none
+    assert store.turn(1, "t1") == {"id": "t1", "model": "echo", "provider": "echo",
+                                   "attempts": [{"model": "echo", "outcome": "ok"}],
+                                   "usage": {"inputTokens": 3, "outputTokens": 5}, "cost": 0.25,
+                                   "finishReason": "stop", "startedAt": 10.0, "finishedAt": 10.5, "latencyMs": 500.0}
+    assert store.turn(2, "t1") is None
+    totals = ctx.totals(1)
+    assert (totals.input_tokens, totals.output_tokens, totals.cached_tokens, totals.cost, totals.turns) == (10, 6, 2, 0.75, 2)
+    assert ctx.totals(2).turns == 0
+    assert "turns" not in {r[0] for r in store._db.execute("SELECT name FROM sqlite_master")}
+    store.commit_turn(1, _turn("t3"), _pair("new"))  # 8 tokens, 0.25: totals and the ledger (v5 trigger: 16, 0.75) count it
+    assert ctx.totals(1).turns == 3 and ctx.totals(1).cost == 1.0 and ctx.spent(1) == (24, 1.0)
+    assert store.turn(1, "t3")["latencyMs"] == 500.0
+    assert store._db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
 def test_a_newer_schema_is_refused(tmp_path):
     path = str(tmp_path / "new.db")
     db = sqlite3.connect(path)
@@ -161,7 +205,7 @@ def test_append_reads_no_history(tmp_path):
     assert not any("SELECT" in s and "FROM messages" in s for s in statements)
     # schema v3 triggers (FTS index, spend ledger) run O(1) sub-statements, traced as "-- ..." lines
     # and as repeats of the statement that fired them
-    assert len(dict.fromkeys(s for s in statements if not s.startswith("--"))) == 6  # BEGIN, UPDATE ... RETURNING, INSERT turn, 2 x INSERT message, COMMIT
+    assert len(dict.fromkeys(s for s in statements if not s.startswith("--"))) == 6  # BEGIN, UPDATE ... RETURNING, 2 x INSERT message, spend upsert, COMMIT
 
 
 def _fts_rows(store: Store) -> list[tuple[int, str]]:

@@ -162,6 +162,24 @@ MIGRATIONS: list[str] = [
         DELETE FROM spend WHERE conversation_id = OLD.id;
     END;
     """,
+    # 6: a turn's provenance moves onto its last message row (`messages.turn`, JSON: model, provider, attempts,
+    # usage, cost, finishReason, startedAt, finishedAt, latencyMs; NULL on every other row) and the `turns`
+    # table goes: a commit no longer writes a `turns` page and its share of B-tree splits (bench T7). The
+    # spend ledger is added to by the commit itself (the trigger on `turns` goes with it). Copies made by
+    # fork and import never had provenance and still have none.
+    """
+    ALTER TABLE messages ADD COLUMN turn TEXT;
+    UPDATE messages SET turn = json_object('model', t.model, 'provider', t.provider, 'attempts', json(t.attempts),
+            'usage', json(t.usage), 'cost', t.cost, 'finishReason', t.finish_reason, 'startedAt', t.started_at,
+            'finishedAt', t.finished_at, 'latencyMs', t.latency_ms)
+        FROM (SELECT m.conversation_id AS conversation_id, max(m.seq) AS seq, m.turn_id AS turn_id
+              FROM messages m JOIN turns ON turns.conversation_id = m.conversation_id AND turns.id = m.turn_id
+              GROUP BY m.conversation_id, m.turn_id) AS last
+        JOIN turns t ON t.conversation_id = last.conversation_id AND t.id = last.turn_id
+        WHERE messages.conversation_id = last.conversation_id AND messages.seq = last.seq;
+    DROP TRIGGER spend_turn;
+    DROP TABLE turns;
+    """,
 ]
 
 VERSION = len(MIGRATIONS)

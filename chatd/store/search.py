@@ -119,10 +119,11 @@ class ContextStore:
     def totals(self, conv_id: int) -> Totals:
         """Usage and cost of the turns still stored (since the last clear)."""
         row = self._db.execute(
-            "SELECT coalesce(sum(json_extract(usage, '$.inputTokens')), 0),"
-            " coalesce(sum(json_extract(usage, '$.outputTokens')), 0),"
-            " coalesce(sum(json_extract(usage, '$.cachedTokens')), 0), coalesce(sum(cost), 0), count(*)"
-            " FROM turns WHERE conversation_id = ?", (conv_id,)).fetchone()
+            "SELECT coalesce(sum(json_extract(turn, '$.usage.inputTokens')), 0),"
+            " coalesce(sum(json_extract(turn, '$.usage.outputTokens')), 0),"
+            " coalesce(sum(json_extract(turn, '$.usage.cachedTokens')), 0),"
+            " coalesce(sum(json_extract(turn, '$.cost')), 0), count(*)"
+            " FROM messages WHERE conversation_id = ? AND turn IS NOT NULL", (conv_id,)).fetchone()
         return Totals(*row)
 
     def add_spend(self, conv_id: int, tokens: int, cost: float) -> None:

@@ -1,7 +1,8 @@
 """SQLite persistence for conversations, messages and turn provenance; the only writer of that data.
 
 Invariants:
-- A turn is atomic: its messages, its provenance row and the conversation's counters, or nothing.
+- A turn is atomic: its messages (the last carrying the turn's provenance), the conversation's counters and
+  the spend ledger, or nothing.
   `commit_turn` is one transaction. The daemon's `commit_turn_grouped` is one SAVEPOINT in a transaction
   shared with the turns finishing in the same event-loop iteration, committed on the next iteration, and
   returns only after that COMMIT (group commit: under load one BEGIN, COMMIT and WAL write for many turns;
@@ -193,7 +194,6 @@ class Store:
     def clear(self, conv_id: int) -> Conversation:
         with self._transaction():
             self._db.execute("DELETE FROM messages WHERE conversation_id = ?", (conv_id,))
-            self._db.execute("DELETE FROM turns WHERE conversation_id = ?", (conv_id,))
             self._db.execute(
                 "UPDATE conversations SET message_count = 0, updated_at = ? WHERE id = ?", (time.time(), conv_id)
             )
@@ -252,24 +252,28 @@ class Store:
         if row is None:
             raise LookupError("conversation was deleted during the turn")
         seq = row[0] - len(messages)
-        self._db.execute(
-            "INSERT INTO turns (id, conversation_id, model, provider, attempts, usage, cost, finish_reason,"
-            " started_at, finished_at, latency_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (turn.id, conv_id, turn.model, turn.provider, _json(turn.attempts), _json(turn.usage), turn.cost,
-             turn.finish_reason, turn.started_at, turn.finished_at,
-             (turn.finished_at - turn.started_at) * 1000.0),
-        )
+        provenance = _json({"model": turn.model, "provider": turn.provider, "attempts": turn.attempts,
+                            "usage": turn.usage, "cost": turn.cost, "finishReason": turn.finish_reason,
+                            "startedAt": turn.started_at, "finishedAt": turn.finished_at,
+                            "latencyMs": (turn.finished_at - turn.started_at) * 1000.0})
         rows = []
-        for m in messages:
+        last = len(messages) - 1
+        for k, m in enumerate(messages):
             seq += 1
             text = text_of(m.parts)
-            rows.append((conv_id, seq, m.role, text, _json(m.parts), m.model, turn.id, now))
+            rows.append((conv_id, seq, m.role, text, _json(m.parts), m.model, turn.id, now,
+                         provenance if k == last else None))  # the turn's provenance rides on its last row
             out.append(p.MessageOut(seq=seq, role=m.role, text=text, parts=m.parts, model=m.model,
                                     turn_id=turn.id, created_at=now))
         self._db.executemany(
-            "INSERT INTO messages (conversation_id, seq, role, text, parts, model, turn_id, created_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO messages (conversation_id, seq, role, text, parts, model, turn_id, created_at, turn)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             rows,
+        )
+        self._db.execute(
+            "INSERT INTO spend VALUES (?, date(?, 'unixepoch'), ?, ?) ON CONFLICT (conversation_id, day)"
+            " DO UPDATE SET tokens = tokens + excluded.tokens, cost = cost + excluded.cost",
+            (conv_id, turn.finished_at, turn.usage.input_tokens + turn.usage.output_tokens, turn.cost),
         )
         return out
 
@@ -296,20 +300,13 @@ class Store:
         return self.get_by_id(conv_id)  # type: ignore[return-value, arg-type]
 
     def turn(self, conv_id: int, turn_id: str) -> dict[str, Any] | None:
-        """A turn's provenance: model, provider, attempts, usage, cost, finish reason, timing."""
+        """A turn's provenance: model, provider, attempts, usage, cost, finish reason, timing (schema v6:
+        stored on the turn's last message; a scan of the conversation's rows, for an occasional lookup)."""
         row = self._db.execute(
-            "SELECT id, model, provider, attempts, usage, cost, finish_reason, started_at, finished_at, latency_ms"
-            " FROM turns WHERE conversation_id = ? AND id = ?",
+            "SELECT turn FROM messages WHERE conversation_id = ? AND turn_id = ? AND turn IS NOT NULL",
             (conv_id, turn_id),
         ).fetchone()
-        if row is None:
-            return None
-        keys = ("id", "model", "provider", "attempts", "usage", "cost", "finishReason", "startedAt",
-                "finishedAt", "latencyMs")
-        out = dict(zip(keys, row))
-        out["attempts"] = msgspec.json.decode(out["attempts"])
-        out["usage"] = msgspec.json.decode(out["usage"])
-        return out
+        return {"id": turn_id, **msgspec.json.decode(row[0])} if row else None
 
     # ------------------------------------------------------------ the full-text index
     def index_pending(self, budget: int | None = None) -> int:
