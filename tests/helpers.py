@@ -84,6 +84,17 @@ def new_daemon(tmp_path: Any, **extra_env: str) -> DaemonProc:
     return DaemonProc(home=home, env=env, paths=resolve(env))
 
 
+def fill_volume(path: str) -> None:
+    """Write zeros to `path` until its volume is full (a small tmpfs in the full-disk tests)."""
+    with open(path, "wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+        except OSError:
+            pass
+
+
 def wait_for(predicate, timeout: float = 10.0, what: str = "condition") -> Any:
     """Poll a cheap predicate (an observable state, never elapsed time) until it holds."""
     deadline = time.monotonic() + timeout

@@ -12,7 +12,7 @@ import pytest
 
 from chatd import protocol as p
 from chatd_client import Client, RpcError
-from helpers import new_daemon
+from helpers import fill_volume, new_daemon
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")
 
@@ -28,13 +28,7 @@ def test_disk_full_mid_turn_fails_clearly_and_recovers(tmp_path):
         for i in range(3):
             c.request("chat/send", {"conversation": "disk", "text": f"turn {i}"})
         filler = os.path.join(d.paths.data_dir, "filler")
-        with open(filler, "wb") as f:  # take what is left on the volume
-            try:
-                while True:
-                    f.write(b"\0" * 65536)
-                    f.flush()
-            except OSError:
-                pass
+        fill_volume(filler)
         big = "x " * 200_000  # a turn that needs space the volume no longer has
         with pytest.raises(RpcError) as err:
             c.request("chat/send", {"conversation": "disk", "text": big})

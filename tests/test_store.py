@@ -14,6 +14,7 @@ from chatd.errors import StorageError
 from chatd.store import NewMessage, Store, TurnRecord
 from chatd.store import schema
 from chatd.store.search import ContextStore
+from helpers import fill_volume
 
 
 def _turn(turn_id: str, model: str = "echo") -> TurnRecord:
@@ -102,16 +103,22 @@ def test_schema_migrates_forward_keeping_data(tmp_path):
     assert store.index_pending() == 0 and [h.seq for h in ContextStore(store).search("new")] == [3, 4]
 
 
+def _database_at(path: str, version: int) -> sqlite3.Connection:
+    """A database built by the first `version` migrations, as that release left it (autocommit)."""
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("BEGIN")
+    for migration in schema.MIGRATIONS[:version]:
+        for statement in schema._statements(migration):
+            db.execute(statement)
+    db.execute(f"PRAGMA user_version = {version}")
+    db.execute("COMMIT")
+    return db
+
+
 def test_migration_5_folds_the_spend_ledger_into_one_row_per_conversation_and_day(tmp_path):
     """A v4 ledger (one row per turn) keeps its sums; later turns, summaries and a delete add to them."""
     path = str(tmp_path / "v4.db")
-    db = sqlite3.connect(path, isolation_level=None)
-    db.execute("BEGIN")
-    for migration in schema.MIGRATIONS[:4]:
-        for statement in schema._statements(migration):
-            db.execute(statement)
-    db.execute("PRAGMA user_version = 4")
-    db.execute("COMMIT")
+    db = _database_at(path, 4)
     db.execute("INSERT INTO conversations (id, name, created_at, updated_at) VALUES (1, 'a', 1, 1), (2, 'b', 1, 1)")
     rows = [(1, "2026-12-01", 10, 0.5), (1, "2026-12-01", 5, 0.25), (1, "2026-12-02", 7, 1.0),
             (2, "2026-12-01", 1, 0.125), (0, "2026-12-01", 100, 2.0)]
@@ -143,13 +150,7 @@ def test_migration_5_folds_the_spend_ledger_into_one_row_per_conversation_and_da
 def test_migration_6_moves_provenance_onto_each_turns_last_message(tmp_path):
     """A v5 store's turns (one with a tool round, one copied by a fork) keep their provenance and totals."""
     path = str(tmp_path / "v5.db")
-    db = sqlite3.connect(path, isolation_level=None)
-    db.execute("BEGIN")
-    for migration in schema.MIGRATIONS[:5]:
-        for statement in schema._statements(migration):
-            db.execute(statement)
-    db.execute("PRAGMA user_version = 5")
-    db.execute("COMMIT")
+    db = _database_at(path, 5)
     db.execute("INSERT INTO conversations (id, name, created_at, updated_at, last_seq, message_count)"
                " VALUES (1, 'a', 1, 1, 5, 5), (2, 'fork', 1, 1, 2, 2)")
     text = '[{"type":"text","text":"x"}]'
@@ -328,13 +329,7 @@ def test_a_group_whose_commit_fails_stores_none_of_it_and_the_next_group_works(t
         store = Store(path)
         convs = [store.create(f"c{i}") for i in range(3)]
         store.commit_turn(convs[0].id, _turn("t0"), _pair("before"))
-        with open(data / "filler", "wb") as f:
-            try:
-                while True:
-                    f.write(b"\0" * 65536)
-                    f.flush()
-            except OSError:
-                pass
+        fill_volume(str(data / "filler"))
 
         async def group(tag: str, size: int) -> list:
             return await asyncio.gather(*(store.commit_turn_grouped(c.id, _turn(f"{tag}{c.id}"), _pair(tag * size))

@@ -14,7 +14,7 @@ import time
 
 import msgspec
 
-from chatd.store.sqlite import Store
+from chatd.store.sqlite import SPEND_UPSERT, Store
 
 
 class Compaction(msgspec.Struct):
@@ -129,9 +129,7 @@ class ContextStore:
     def add_spend(self, conv_id: int, tokens: int, cost: float) -> None:
         """Spending that is not a turn (a summary): counted in the budgets all the same."""
         if tokens or cost:
-            self._db.execute("INSERT INTO spend VALUES (?, date('now'), ?, ?) ON CONFLICT (conversation_id, day)"
-                             " DO UPDATE SET tokens = tokens + excluded.tokens, cost = cost + excluded.cost",
-                             (conv_id, tokens, cost))
+            self._db.execute(SPEND_UPSERT, (conv_id, time.time(), tokens, cost))
 
     def spent(self, conv_id: int) -> tuple[int, float]:
         """(tokens, cost) of a conversation's whole life, clears included."""

@@ -21,7 +21,7 @@ import asyncio
 import os
 import sqlite3
 import time
-from typing import Any, Callable, TypeVar
+from typing import Any
 
 import msgspec
 
@@ -31,7 +31,9 @@ from chatd.store import schema
 
 _parts_decoder = msgspec.json.Decoder(list[p.Part])
 _json = msgspec.json.encode
-T = TypeVar("T")
+# the spend ledger: one row per conversation and UTC day, added to (params: conversation, Unix time, tokens, cost)
+SPEND_UPSERT = ("INSERT INTO spend VALUES (?, date(?, 'unixepoch'), ?, ?) ON CONFLICT (conversation_id, day)"
+                " DO UPDATE SET tokens = tokens + excluded.tokens, cost = cost + excluded.cost")
 
 
 class Conversation(msgspec.Struct):
@@ -235,11 +237,6 @@ class Store:
         with self._transaction():
             return self._write_turn(conv_id, turn, messages)
 
-    async def commit_turn_grouped(self, conv_id: int, turn: TurnRecord,
-                                  messages: list[NewMessage]) -> list[p.MessageOut]:
-        """`commit_turn`, its COMMIT shared with the other turns finishing in the same loop iteration."""
-        return await self._grouped(self._write_turn, conv_id, turn, messages)
-
     def _write_turn(self, conv_id: int, turn: TurnRecord, messages: list[NewMessage]) -> list[p.MessageOut]:
         now = time.time()
         out: list[p.MessageOut] = []
@@ -270,11 +267,8 @@ class Store:
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             rows,
         )
-        self._db.execute(
-            "INSERT INTO spend VALUES (?, date(?, 'unixepoch'), ?, ?) ON CONFLICT (conversation_id, day)"
-            " DO UPDATE SET tokens = tokens + excluded.tokens, cost = cost + excluded.cost",
-            (conv_id, turn.finished_at, turn.usage.input_tokens + turn.usage.output_tokens, turn.cost),
-        )
+        self._db.execute(SPEND_UPSERT, (conv_id, turn.finished_at, turn.usage.input_tokens + turn.usage.output_tokens,
+                                        turn.cost))
         return out
 
     def import_conversation(self, name: str, doc: p.ExportDocument) -> Conversation:
@@ -335,16 +329,17 @@ class Store:
         return n
 
     # ------------------------------------------------------------ group commit
-    async def _grouped(self, write: Callable[..., T], *args: Any) -> T:
-        """Run `write(*args)` in the open group transaction and return its result once the group's COMMIT
-        is done (StorageError if it fails: then none of the group is stored).
+    async def commit_turn_grouped(self, conv_id: int, turn: TurnRecord,
+                                  messages: list[NewMessage]) -> list[p.MessageOut]:
+        """`commit_turn` in the open group transaction; returns once the group's COMMIT is done
+        (StorageError if it fails: then none of the group is stored).
 
         The first grouped write of a loop iteration opens the group (BEGIN IMMEDIATE) and schedules its
         COMMIT for the next iteration, so every turn finishing in between shares that one COMMIT and its
         WAL write. Each write runs in a SAVEPOINT: one that raises leaves nothing and the others are kept.
         The caller is told only after the COMMIT, so nothing is published before it is stored (a read on
         this connection in between does see the group's rows). A cancel that arrives while the COMMIT is
-        pending is too late: the write is stored and returned. `write` must not open a transaction."""
+        pending is too late: the write is stored and returned."""
         loop, db = asyncio.get_running_loop(), self._db
         if self._group is None:
             try:
@@ -355,7 +350,7 @@ class Store:
             loop.call_soon(self._commit_group)
         try:
             db.execute("SAVEPOINT grouped")
-            result = write(*args)
+            stored = self._write_turn(conv_id, turn, messages)
             db.execute("RELEASE grouped")
         except BaseException as exc:
             self._undo_write(exc)
@@ -373,7 +368,7 @@ class Store:
         if late_cancel:
             asyncio.current_task().uncancel()  # type: ignore[union-attr]
         done.result()
-        return result
+        return stored
 
     def _undo_write(self, exc: BaseException) -> None:
         """Take back a grouped write that raised. SQLite ends the whole transaction itself on some errors
