@@ -81,14 +81,14 @@ def fd_count(pid: int) -> int:
 class LlmBench:
     def __init__(self, rounds: int, quick: bool, work: str, with_peers: bool = True) -> None:
         self.rounds, self.quick, self.work = rounds, quick, work
-        self.n_turns = 15 if quick else 30  # T2, sequential turns per leg
-        self.n_stream = 4 if quick else 10  # T3, 500-chunk turns per leg
+        self.n_turns = 15 if quick else 100  # T2, sequential turns per leg (p99 of 400 a side a round)
+        self.n_stream = 4 if quick else 25  # T3, 500-chunk turns per leg
         self.legs = 4  # T2, T3: alternating chatd/direct legs per round
         self.n_wide = 1000  # T4 streams (the target's number, also in --quick)
         self.n_conc = 400 if quick else 1000  # T5 turns at 100 in flight
         self.n_batch = 2000 if quick else 10_000  # T5 chat/batch prompts
         self.n_slow_peer = 100 if quick else 300  # litellm and llm at 100 in flight (~100/s)
-        self.n_fail = 20 if quick else 40  # T9 per kind per round
+        self.n_fail = 20 if quick else 100  # T9 per kind per round
         self.n_leak = 300 if quick else 1000  # T9 injected failures before the leak check
         self.n_cli = 5 if quick else 8  # T8 one-shots per round
         self.results: dict[str, list[Any]] = {}

@@ -36,7 +36,7 @@ class Daemon:
         self.paths = paths
         self.started = time.monotonic()
         self.socket_path: str | None = None
-        self.store = Store(paths.database)
+        self.store = Store(paths.database, background_checkpoints=True)
         self.hub = Hub()
         # configuration: SDK environment variables + config.toml; problems are logged, never fatal
         self.env = os.environ if env is None else env

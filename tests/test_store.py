@@ -344,3 +344,61 @@ def test_a_group_whose_commit_fails_stores_none_of_it_and_the_next_group_works(t
         store.close()
     finally:
         subprocess.run(["umount", "-l", str(data)], check=False)
+
+
+def _wal_frames_after_a_checkpoint(path: str) -> int:
+    """How many frames the WAL holds, seen by a connection of its own (which checkpoints them too)."""
+    db = sqlite3.connect(path, isolation_level=None)
+    try:
+        busy, log, copied = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()[0]
+        assert (busy, copied) == (0, log)
+        return log
+    finally:
+        db.close()
+
+
+def test_background_checkpoints_restart_the_wal_off_the_commit_path_and_lose_nothing(tmp_path):
+    from chatd.store.sqlite import CHECKPOINT_CHANGES, SAFETY_NET_PAGES
+
+    path = str(tmp_path / "chatd.db")
+    store = Store(path, background_checkpoints=True)
+    assert store._db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == SAFETY_NET_PAGES
+    conv = store.create("c")
+    turns = CHECKPOINT_CHANGES // 4 + 1  # a turn changes 4 rows: the counters, two messages, the ledger
+    for i in range(turns):
+        store.commit_turn(conv.id, _turn(f"t{i}"), _pair(f"turn {i}"))
+    store._checkpointer._pool.submit(lambda: None).result()  # the worker's queue is done: the pass ran
+    assert store.checkpoints == 1 and store._checkpointer._caught_up
+    # the pass copied every frame, so the next write starts the WAL over: it holds that write's frames only
+    store.commit_turn(conv.id, _turn("after"), _pair("after"))
+    assert _wal_frames_after_a_checkpoint(path) < 10
+    store.close()
+    reopened = Store(path)
+    assert reopened.get("c").message_count == 2 * (turns + 1) == len(reopened.messages(conv.id))
+    reopened.close()
+
+
+def test_background_checkpoints_racing_the_writer_keep_every_turn(tmp_path):
+    path = str(tmp_path / "chatd.db")
+    store = Store(path, background_checkpoints=True)
+    convs = [store.create(f"c{k}") for k in range(4)]
+
+    async def writes() -> None:  # grouped and plain commits back to back: the passes run behind them
+        for i in range(600):
+            if i % 3:
+                await asyncio.gather(*(store.commit_turn_grouped(c.id, _turn(f"g{i}-{c.id}"), _pair(f"g{i}"))
+                                       for c in convs))
+            else:
+                store.commit_turn(convs[0].id, _turn(f"p{i}"), _pair(f"p{i}"))
+
+    asyncio.run(writes())
+    passes = store.checkpoints
+    store.close()  # waits for a pass in progress
+    assert passes >= 3
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    counts = dict(db.execute("SELECT conversation_id, count(*) FROM messages GROUP BY conversation_id"))
+    assert counts == {convs[0].id: 2 * 600, **{c.id: 2 * 400 for c in convs[1:]}}
+    assert [tuple(r) for r in db.execute("SELECT last_seq, message_count FROM conversations ORDER BY id")] == \
+        [(1200, 1200)] + [(800, 800)] * 3
+    db.close()

@@ -11,6 +11,10 @@ Invariants:
 - Appending reads and writes O(1) rows whatever the history length.
 - WAL with synchronous=NORMAL: a committed turn survives `kill -9` of the daemon (the WAL is in the OS
   page cache); only a power loss can take the last few commits. The file is created 0600.
+- With `background_checkpoints` (the daemon), WAL checkpoints run on a worker thread with a connection of
+  their own (PASSIVE: they never block a writer), so no commit copies the WAL back into the database
+  inline: SQLite's own checkpoint after a COMMIT (every 1,000 pages by default; ~3 ms here, once every
+  ~200 turns) is kept only as a safety net at 4x that, for writes that never let a pass catch up.
 Methods are synchronous and fast (tens of microseconds); the daemon calls them on its event loop. A plain
 write while a group is open commits the group first, so every synchronous write is durable when it returns.
 """
@@ -21,6 +25,7 @@ import asyncio
 import os
 import sqlite3
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import msgspec
@@ -34,6 +39,11 @@ _json = msgspec.json.encode
 # the spend ledger: one row per conversation and UTC day, added to (params: conversation, Unix time, tokens, cost)
 SPEND_UPSERT = ("INSERT INTO spend VALUES (?, date(?, 'unixepoch'), ?, ?) ON CONFLICT (conversation_id, day)"
                 " DO UPDATE SET tokens = tokens + excluded.tokens, cost = cost + excluded.cost")
+# Background checkpoints (see the module doc): a pass starts once this many rows have changed since the last
+# (a turn changes 4 rows and writes ~5 WAL pages, so ~1,000 pages, SQLite's default); the inline safety net.
+CHECKPOINT_CHANGES = 800
+SAFETY_NET_PAGES = 4000
+PASS_ROUNDS = 6
 
 
 class Conversation(msgspec.Struct):
@@ -104,7 +114,7 @@ def _message(row: tuple) -> p.MessageOut:
 
 
 class Store:
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, background_checkpoints: bool = False) -> None:
         self.path = path
         if path != ":memory:":
             os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
@@ -117,10 +127,18 @@ class Store:
         self._db.execute("PRAGMA busy_timeout=1000")
         schema.migrate(self._db)
         self._group: list[asyncio.Future] | None = None  # writers waiting on the open group's COMMIT
+        self._checkpointer = _Checkpointer(self) if background_checkpoints and path != ":memory:" else None
 
     def close(self) -> None:
         self._commit_group()
+        if self._checkpointer is not None:
+            self._checkpointer.close()
         self._db.close()
+
+    @property
+    def checkpoints(self) -> int:
+        """Background checkpoint passes finished (0 without `background_checkpoints`)."""
+        return self._checkpointer.passes if self._checkpointer is not None else 0
 
     # ------------------------------------------------------------ conversations
     def get(self, name: str) -> Conversation | None:
@@ -393,6 +411,7 @@ class Store:
         except sqlite3.Error as exc:
             self._end_group(exc)
             return
+        self._committed()
         group, self._group = self._group, None
         for done in group:
             if not done.done() and not done.get_loop().is_closed():
@@ -409,19 +428,80 @@ class Store:
     def _transaction(self) -> "_Tx":
         if self._group is not None:
             self._commit_group()  # a plain write is durable when it returns: the group goes first
-        return _Tx(self._db, self.path)
+        return _Tx(self._db, self.path, self._committed)
+
+    def _committed(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.after_commit()
+
+
+class _Checkpointer:
+    """WAL checkpoints off the caller's thread: PASSIVE passes on one worker thread, on a connection of their
+    own (a pass copies committed pages into the database file and fsyncs it while the event loop keeps
+    committing; SQLite's locks keep the two apart, and sqlite3 lets go of the GIL while a pass runs). A pass
+    starts after a COMMIT once CHECKPOINT_CHANGES rows have changed since the last one, one at a time. A
+    pass that writers overtook (frames committed while it ran) leaves the WAL unable to restart, so it goes
+    round again (a short pass: only those frames are left), and if writers keep overtaking it, the next pass
+    starts after an eighth of the changes. Once a pass has caught up, the next write restarts the WAL from
+    its beginning: with a millisecond between commits (any real turn waits that long on its provider) it
+    stays ~2,000 pages long and no COMMIT checkpoints inline; back-to-back commits meet the safety net."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        # opened here, so a daemon's open files are the same before and after its first pass (leak checks)
+        self._db = sqlite3.connect(store.path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chatd-checkpoint")
+        self._running = False  # set here, cleared by the worker when its pass ends
+        self._caught_up = True
+        self._mark = 0  # the store connection's total_changes when the last pass started
+        self.passes = 0
+        store._db.execute(f"PRAGMA wal_autocheckpoint={SAFETY_NET_PAGES}")
+
+    def after_commit(self) -> None:
+        if self._running:
+            return
+        changes = self._store._db.total_changes
+        if changes - self._mark < (CHECKPOINT_CHANGES if self._caught_up else CHECKPOINT_CHANGES // 8):
+            return
+        self._running, self._mark = True, changes
+        self._pool.submit(self._pass)
+
+    def _pass(self) -> None:
+        """Checkpoint until a pass finds nothing new: a pass copies the frames of the snapshot it starts from
+        and reports on those only, so it has caught up when the next one sees no more (that one is nearly
+        free). A handful of rounds at most; writers faster than that leave it to the next COMMIT."""
+        caught_up, seen = False, -1
+        try:
+            for _ in range(PASS_ROUNDS):
+                busy, log, copied = self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()[0]
+                if busy or copied < log:  # held back by a reader: SQLite's safety net, or a later pass
+                    break
+                if log == seen:
+                    caught_up = True
+                    break
+                seen = log
+        except sqlite3.Error:
+            caught_up = True  # a failing pass waits for as many changes again; SQLite's safety net covers it
+        finally:
+            self._caught_up, self.passes, self._running = caught_up, self.passes + 1, False
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)  # a pass in progress finishes (killing it would be safe, too)
+        self._db.close()
 
 
 class _Tx:
     """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception (including cancellation and a COMMIT
     that fails: SQLite keeps such a transaction open). Storage failures leave as StorageError."""
 
-    __slots__ = ("_db", "_path", "_outer")
+    __slots__ = ("_db", "_path", "_outer", "_committed")
 
-    def __init__(self, db: sqlite3.Connection, path: str) -> None:
+    def __init__(self, db: sqlite3.Connection, path: str, committed: Any) -> None:
         self._db = db
         self._path = path
         self._outer = False
+        self._committed = committed  # called after a COMMIT of ours
 
     def __enter__(self) -> None:
         self._outer = not self._db.in_transaction  # nested: part of the enclosing transaction
@@ -438,10 +518,11 @@ class _Tx:
         if exc_type is None:
             try:
                 self._db.execute("COMMIT")
-                return
             except sqlite3.Error as commit_error:
                 self.rollback(self._db)
                 raise storage_error(commit_error, self._path) from None
+            self._committed()
+            return
         self.rollback(self._db)
         if exc_type is not None and issubclass(exc_type, sqlite3.OperationalError):
             raise storage_error(exc, self._path) from None

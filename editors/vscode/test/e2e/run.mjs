@@ -343,7 +343,10 @@ async function run(page, dirs) {
     await page.locator('.statusbar-item', { hasText: /echo · \$0/ }).first().waitFor();
     await runCommand(page, 'chatd: Pick Model');
     await page.locator('.quick-input-list .monaco-list-row', { hasText: 'echo' }).first().waitFor();
-    await page.locator('.quick-input-widget input.input').press('Escape');
+    // The keyboard, not the input's locator: once closed (a focus change can close a quick pick) the input
+    // is inert, and a locator press would wait 30 s for it to become actionable.
+    await page.keyboard.press('Escape');
+    await page.locator('.quick-input-widget').waitFor({ state: 'hidden' });
   });
 
   await step('rename from another client retitles the open view and the tree', async () => {
