@@ -43,7 +43,7 @@ SPEND_UPSERT = ("INSERT INTO spend VALUES (?, date(?, 'unixepoch'), ?, ?) ON CON
 # (a turn changes 4 rows and writes ~5 WAL pages, so ~1,000 pages, SQLite's default); the inline safety net.
 CHECKPOINT_CHANGES = 800
 SAFETY_NET_PAGES = 4000
-PASS_ROUNDS = 6
+PASS_ROUNDS = 3
 
 
 class Conversation(msgspec.Struct):
@@ -441,10 +441,11 @@ class _Checkpointer:
     committing; SQLite's locks keep the two apart, and sqlite3 lets go of the GIL while a pass runs). A pass
     starts after a COMMIT once CHECKPOINT_CHANGES rows have changed since the last one, one at a time. A
     pass that writers overtook (frames committed while it ran) leaves the WAL unable to restart, so it goes
-    round again (a short pass: only those frames are left), and if writers keep overtaking it, the next pass
-    starts after an eighth of the changes. Once a pass has caught up, the next write restarts the WAL from
-    its beginning: with a millisecond between commits (any real turn waits that long on its provider) it
-    stays ~2,000 pages long and no COMMIT checkpoints inline; back-to-back commits meet the safety net."""
+    round again (a short pass: only those frames are left), PASS_ROUNDS times at most: chasing writers
+    further costs them more (their WAL writes wait behind the pass's fsyncs) than the safety net does. Once
+    a pass has caught up, the next write restarts the WAL from its beginning: with a millisecond between
+    commits (any real turn waits that long on its provider) it stays ~1,000 pages long and no COMMIT
+    checkpoints inline; back-to-back commits meet the safety net, with most of the WAL already copied."""
 
     def __init__(self, store: Store) -> None:
         self._store = store
@@ -462,7 +463,7 @@ class _Checkpointer:
         if self._running:
             return
         changes = self._store._db.total_changes
-        if changes - self._mark < (CHECKPOINT_CHANGES if self._caught_up else CHECKPOINT_CHANGES // 8):
+        if changes - self._mark < CHECKPOINT_CHANGES:
             return
         self._running, self._mark = True, changes
         self._pool.submit(self._pass)
