@@ -461,9 +461,12 @@ class ConversationService:
         record = TurnRecord(id=turn.id, model=spec.name, provider=spec.provider, attempts=turn.attempts,
                             usage=turn.usage, cost=turn.cost, finish_reason=turn.reason,
                             started_at=turn.started, finished_at=finished)
+        messages = [NewMessage(role="user", parts=turn.user.parts), *turn.pending]
         try:
-            stored = await self.store.commit_turn_grouped(conv.id, record, [
-                NewMessage(role="user", parts=turn.user.parts), *turn.pending])
+            if self.active_turns == 1:  # no other turn could share a COMMIT: skip the group's loop hops
+                stored = self.store.commit_turn(conv.id, record, messages)
+            else:
+                stored = await self.store.commit_turn_grouped(conv.id, record, messages)
         except LookupError:
             raise TurnFailed(f"conversation {conv.name!r} was deleted during the turn") from None
         state.add_messages(stored)

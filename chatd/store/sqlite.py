@@ -6,7 +6,7 @@ Invariants:
   `commit_turn` is one transaction. The daemon's `commit_turn_grouped` is one SAVEPOINT in a transaction
   shared with the turns finishing in the same event-loop iteration, committed on the next iteration, and
   returns only after that COMMIT (group commit: under load one BEGIN, COMMIT and WAL write for many turns;
-  a lone turn pays one loop hop and a savepoint).
+  a lone turn would pay a loop hop and a savepoint for nothing, so the service uses `commit_turn` then).
 - `seq` is per conversation, strictly increasing, never reused (clear keeps the counter).
 - Appending reads and writes O(1) rows whatever the history length.
 - WAL with synchronous=NORMAL: a committed turn survives `kill -9` of the daemon (the WAL is in the OS
