@@ -267,15 +267,19 @@ class ConversationService:
         conv = self.store.get(params.conversation)
         if conv is None:
             try:
-                state = self._state(self.create(p.ConversationCreateParams(name=params.conversation)), fresh=True)
+                conv = self.create(p.ConversationCreateParams(name=params.conversation))
+                state = self._state(conv, fresh=True)
             except AlreadyExists:  # another process created it just now
-                state = self._state(self.lookup(params.conversation))
+                conv = self.lookup(params.conversation)
+                state = self._state(conv)
         else:
             state = self._state(conv)
+        waited = state.lock.locked()  # else the row just read is current: nothing ran since
         async with state.lock:  # FIFO: turns run in arrival order
             state.task = asyncio.current_task()
             try:
-                return await self._turn(self._refresh(state), parts, params, origin, workspace)
+                return await self._turn(self._refresh(state, None if waited else conv), parts, params, origin,
+                                        workspace)
             finally:
                 state.task = None
 
@@ -540,9 +544,10 @@ class ConversationService:
             self._states.move_to_end(conv.id)
         return state
 
-    def _refresh(self, state: _State) -> _State:
-        """Pick up what another process (a standalone engine on the same store) committed: O(1) when current."""
-        current = self.store.get_by_id(state.conv.id)
+    def _refresh(self, state: _State, current: Conversation | None = None) -> _State:
+        """Pick up what another process (a standalone engine on the same store) committed: O(1) when current.
+        `current` is the conversation's row if the caller has just read it."""
+        current = current or self.store.get_by_id(state.conv.id)
         if current is None:
             raise ConversationNotFound(state.conv.name)
         if current.message_count < state.conv.message_count:  # cleared elsewhere
