@@ -137,7 +137,6 @@ class Bench:
                     self.add(f"persist.stmt.{stmt}", us)
             elif key.startswith("tail_"):  # the checkpoint stalls: how long the slowest commits take
                 ordered = sorted(values)
-                self.add(f"persist.{key}.p50", ordered[len(ordered) // 2])
                 self.add(f"persist.{key}.p99", ordered[int(len(ordered) * 0.99)])
                 self.add(f"persist.{key}.max", ordered[-1])
             else:

@@ -454,7 +454,7 @@ class _Checkpointer:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chatd-checkpoint")
         self._running = False  # set here, cleared by the worker when its pass ends
-        self._caught_up = True
+        self._caught_up = False
         self._mark = 0  # the store connection's total_changes when the last pass started
         self.passes = 0
         store._db.execute(f"PRAGMA wal_autocheckpoint={SAFETY_NET_PAGES}")
@@ -471,7 +471,8 @@ class _Checkpointer:
     def _pass(self) -> None:
         """Checkpoint until a pass finds nothing new: a pass copies the frames of the snapshot it starts from
         and reports on those only, so it has caught up when the next one sees no more (that one is nearly
-        free). A handful of rounds at most; writers faster than that leave it to the next COMMIT."""
+        free). PASS_ROUNDS at most; what writers add faster than that waits for the next pass, CHECKPOINT_CHANGES
+        later, or for the safety net. `_caught_up` records how the last pass ended (tests read it)."""
         caught_up, seen = False, -1
         try:
             for _ in range(PASS_ROUNDS):
@@ -483,7 +484,7 @@ class _Checkpointer:
                     break
                 seen = log
         except sqlite3.Error:
-            caught_up = True  # a failing pass waits for as many changes again; SQLite's safety net covers it
+            pass  # the next pass tries again; SQLite's safety net covers the WAL meanwhile
         finally:
             self._caught_up, self.passes, self._running = caught_up, self.passes + 1, False
 
