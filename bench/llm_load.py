@@ -8,7 +8,7 @@ the aiohttp-backed transport), so the difference is what the daemon adds. Prints
     python -m bench.llm_load send SOCK MODEL COUNT CONV          -> {"us", "first_us", "deltas", "errors"}
     python -m bench.llm_load direct URL MODEL COUNT              -> the same, direct
     python -m bench.llm_load fanout SOCK MODEL N INFLIGHT CONNS PREFIX  -> {"wall", "deltas", "errors", "lat"}
-    python -m bench.llm_load direct-fanout URL MODEL N INFLIGHT [--uncapped]  -> the same, direct
+    python -m bench.llm_load direct-fanout URL MODEL N INFLIGHT  -> the same, direct
     python -m bench.llm_load batch SOCK MODEL N CONCURRENCY      -> {"wall", "ok", "failed"}
     python -m bench.llm_load fail SOCK MODEL COUNT CONV          -> {"us": [until the error reply], "kinds"}
     python -m bench.llm_load direct-fail URL MODEL COUNT         -> {"us": [until ProviderError], "kinds"}
@@ -168,17 +168,12 @@ async def fail(path: str, model: str, count: int, conv: str) -> dict:
 
 
 # ---------------------------------------------------------------- direct
-def _provider(url: str, uncapped: bool = False) -> Any:
-    """chatd's provider over chatd's shared client (or, `uncapped`, over the fix bench/whatif_pool.py measures)."""
+def _provider(url: str) -> Any:
+    """chatd's provider over chatd's shared client."""
     from chatd.config import HttpSettings, make_http_client
     from chatd.providers.openai_chat import COMPAT, OpenAIChatProvider
 
-    if uncapped:
-        from bench.whatif_pool import uncapped_client
-
-        http = uncapped_client(HttpSettings())
-    else:
-        http = make_http_client(HttpSettings())
+    http = make_http_client(HttpSettings())
     return http, OpenAIChatProvider(http, base_url=url, api_key="sk-bench", name="fake", dialect=COMPAT)
 
 
@@ -218,8 +213,8 @@ async def direct(url: str, model: str, count: int) -> dict:
     return out
 
 
-async def direct_fanout(url: str, model: str, n: int, inflight: int, uncapped: bool = False) -> dict:
-    http, prov = _provider(url, uncapped)
+async def direct_fanout(url: str, model: str, n: int, inflight: int) -> dict:
+    http, prov = _provider(url)
     sem = asyncio.Semaphore(inflight)
     errors: list[str] = []
     lat: list[float] = []
@@ -272,7 +267,7 @@ def main(argv: list[str]) -> None:
     elif cmd == "fanout":
         coro = fanout(a[0], a[1], int(a[2]), int(a[3]), int(a[4]), a[5])
     elif cmd == "direct-fanout":
-        coro = direct_fanout(a[0], a[1], int(a[2]), int(a[3]), uncapped="--uncapped" in a)
+        coro = direct_fanout(a[0], a[1], int(a[2]), int(a[3]))
     elif cmd == "batch":
         coro = batch(a[0], a[1], int(a[2]), int(a[3]))
     elif cmd == "fail":

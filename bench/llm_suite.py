@@ -107,11 +107,6 @@ class LlmBench:
             f.write(self.config_toml())
         self.daemon = db.Daemon(self.home)
         self.daemon.start()
-        # the same daemon with the HTTP pool's connection cap lifted (bench/whatif_pool.py), for T4 only
-        whatif_home = os.path.join(self.work, "llm-whatif")
-        shutil.copytree(os.path.join(self.home, "config"), os.path.join(whatif_home, "config"))
-        self.whatif = db.Daemon(whatif_home, module="bench.whatif_pool")
-        self.whatif.start()
         self.llm_home = os.path.join(self.work, "llm-user")
         os.makedirs(self.llm_home)
         with open(os.path.join(self.llm_home, "extra-openai-models.yaml"), "w") as f:
@@ -132,7 +127,6 @@ class LlmBench:
 
     def teardown(self) -> None:
         self.daemon.stop()
-        self.whatif.stop()
         self.fake.stop()
 
     # ------------------------------------------------------------ helpers
@@ -185,27 +179,19 @@ class LlmBench:
         self._alternated("t3", MODELS["stream"], self.n_stream, 1, r)
 
     def t4(self, r: int) -> None:
-        """1,000 streams at once; the capped pair (chatd as it is, 100 connections) takes ~20 s a side, so
-        --quick runs it in the first round only."""
-        capped = not self.quick or r == 0
-        for name, daemon in (("chatd", self.daemon), ("whatif", self.whatif)):
-            if name == "chatd" and not capped:
-                continue
-            pid = daemon.proc.pid
-            c0 = cpu_seconds(pid)
-            out = self.load("fanout", daemon.socket, MODELS["wide"], self.n_wide, self.n_wide, 8, f"t4-{r}-")
-            cpu = cpu_seconds(pid) - c0
-            for k in ("wall", "deltas", "errors", "p50", "p99"):
-                self.add(f"t4.{name}.{k}", out[k])
-            self.add(f"t4.{name}.cpu_us_per_delta", cpu / max(out["deltas"], 1) * 1e6)
-            if out["errors"]:
-                self.notes.setdefault(f"t4.{name}.error_sample", out["error_sample"])
-        for name, flag in (("direct", ""), ("direct-uncapped", "--uncapped")):
-            if name == "direct" and not capped:
-                continue
-            out = self.load("direct-fanout", self.fake.url, MODELS["wide"], self.n_wide, self.n_wide, flag)
-            for k in ("wall", "deltas", "errors", "p50", "p99"):
-                self.add(f"t4.{name}.{k}", out[k])
+        """1,000 streams at once through the daemon, then the same direct."""
+        pid = self.daemon.proc.pid
+        c0 = cpu_seconds(pid)
+        out = self.load("fanout", self.daemon.socket, MODELS["wide"], self.n_wide, self.n_wide, 8, f"t4-{r}-")
+        cpu = cpu_seconds(pid) - c0
+        for k in ("wall", "deltas", "errors", "p50", "p99"):
+            self.add(f"t4.chatd.{k}", out[k])
+        self.add("t4.chatd.cpu_us_per_delta", cpu / max(out["deltas"], 1) * 1e6)
+        if out["errors"]:
+            self.notes.setdefault("t4.chatd.error_sample", out["error_sample"])
+        out = self.load("direct-fanout", self.fake.url, MODELS["wide"], self.n_wide, self.n_wide)
+        for k in ("wall", "deltas", "errors", "p50", "p99"):
+            self.add(f"t4.direct.{k}", out[k])
 
     def t5(self, r: int) -> None:
         out = self.load("fanout", self.daemon.socket, MODELS["turn"], self.n_conc, 100, 8, f"t5-{r}-")

@@ -3,7 +3,7 @@
 1. Transport: N concurrent streamed Chat Completions (default 1,000) through `OpenAIChatProvider.stream`
    against a local fake server in a separate process (the recorded text stream, its events sent with a
    gap between them, like tokens). Compared: httpx's default AsyncClient pool (100 connections),
-   httpx's pool with no connection cap, the aiohttp-backed httpx transport (`httpx-aiohttp`), and an
+   httpx's pool with no connection cap, chatd's aiohttp-backed httpx transport (providers/aiohttp_transport.py), and an
    "ideal" floor: a hand-rolled asyncio HTTP/1.1 client doing the same requests and SSE parsing.
 2. Parse cost: a 2,000-chunk Chat Completions stream (and a 2,000-event Responses stream) built from the
    recorded fixtures, one SSE event per network chunk: `SSEParser.feed` + the adapter's parser producing
@@ -143,7 +143,7 @@ def make_client(kind: str) -> httpx.AsyncClient | None:
         return httpx.AsyncClient(timeout=timeout, limits=httpx.Limits(max_connections=None,
                                                                       max_keepalive_connections=100))
     if kind == "aiohttp":
-        from httpx_aiohttp import AiohttpTransport
+        from chatd.providers.aiohttp_transport import AiohttpTransport
         return httpx.AsyncClient(timeout=timeout, transport=AiohttpTransport(
             limits=httpx.Limits(max_connections=None, max_keepalive_connections=100)))
     return None

@@ -86,18 +86,10 @@ def target_rows(s: R, notes: dict[str, Any]) -> list[tuple[str, ...]]:
         w = s.med("t4.chatd.wall")
         rows.append(("T4", "wall vs ideal (2.0 s)", sec(w), "2.00 s", f"{w / 2:.2f}×", "≤ 1.75×",
                      _verdict(w / 2 <= 1.75, f"{w / 2 / 1.75:.2f}× the limit")))
-    ratio_row("T4", "*what-if* (pool cap lifted): wall vs direct uncapped", "t4.whatif.wall",
-              "t4.direct-uncapped.wall", sec, 1.25, False)
-    if s.has("t4.whatif.wall"):
-        w = s.med("t4.whatif.wall")
-        rows.append(("T4", "*what-if*: wall vs ideal (2.0 s)", sec(w), "2.00 s", f"{w / 2:.2f}×", "≤ 1.75×",
-                     _verdict(w / 2 <= 1.75, f"{w / 2 / 1.75:.2f}× the limit")))
-    for name in ("chatd", "whatif"):
-        key = f"t4.{name}.cpu_us_per_delta"
-        if s.has(key):
-            v = s.med(key)
-            rows.append(("T4", f"daemon CPU per delta ({'as is' if name == 'chatd' else 'what-if'})", f"{v:.0f} µs",
-                         "", "", "≤ 150 µs", _verdict(v <= 150, f"{v / 150:.2f}× the limit")))
+    if s.has("t4.chatd.cpu_us_per_delta"):
+        v = s.med("t4.chatd.cpu_us_per_delta")
+        rows.append(("T4", "daemon CPU per delta", f"{v:.0f} µs", "", "", "≤ 150 µs",
+                     _verdict(v <= 150, f"{v / 150:.2f}× the limit")))
     ratio_row("T5", "100 concurrent turns (chat/send, 8 connections) vs direct", "t5.chatd.rate", "t5.direct.rate",
               rate, 0.4, True)
     ratio_row("T5", "chat/batch vs lm-deluge batch (both 100 in flight)", "t5.batch.rate", "t5.lmdeluge.rate", rate,
@@ -211,8 +203,7 @@ def plot(s: R, path: str, rounds: int) -> None:
     ax.tick_params(axis="x", labelsize=9, rotation=15)
 
     ax = axes[1][0]
-    keys = [("chatd", "t4.chatd.wall", "#2b7bba"), ("direct", "t4.direct.wall", "#7f7f7f"),
-            ("chatd\n(what-if)", "t4.whatif.wall", "#6baed6"), ("direct\nuncapped", "t4.direct-uncapped.wall", "#bdbdbd")]
+    keys = [("chatd", "t4.chatd.wall", "#2b7bba"), ("direct", "t4.direct.wall", "#7f7f7f")]
     xs = [(lab, s.med(k), c) for lab, k, c in keys if s.has(k)]
     b = ax.bar([x[0] for x in xs], [x[1] for x in xs], color=[x[2] for x in xs])
     ax.bar_label(b, labels=[f"{x[1]:.1f} s" for x in xs], fontsize=9)

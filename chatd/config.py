@@ -38,7 +38,7 @@ import tomllib
 
 import msgspec
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Callable, Mapping
+from typing import Any, Callable, Mapping
 
 import httpx
 
@@ -106,62 +106,23 @@ class HttpSettings:
     read_timeout: float = 300.0
     write_timeout: float = 30.0
     pool_timeout: float = 30.0
-    transport: str = "aiohttp"  # "aiohttp" (httpx-aiohttp) or "httpx" (httpx's own pool)
+    transport: str = "aiohttp"  # "aiohttp" (providers/aiohttp_transport.py) or "httpx" (httpx's own pool)
 
 
 def make_http_client(settings: HttpSettings) -> httpx.AsyncClient:
-    """The one client every provider shares. The aiohttp-backed transport by default: at 1,000
-    concurrent streams httpx's own pool was several times slower (bench/providers_transport.py,
-    encode/httpx#3215); httpx's pool is the fallback when httpx-aiohttp is not installed."""
+    """The one client every provider shares: httpx over chatd's aiohttp transport by default
+    (providers/aiohttp_transport.py: at 1,000 concurrent streams httpx's own pool was several times
+    slower, bench/providers_transport.py, encode/httpx#3215), or httpx's own pool with `transport = "httpx"`."""
     timeout = httpx.Timeout(settings.read_timeout, connect=settings.connect_timeout, write=settings.write_timeout,
                             pool=settings.pool_timeout)
+    # no connection cap: with aiohttp's default of 100 the 101st concurrent stream would queue
+    # (bench T4: 20.3 s -> 3.8 s for 1,000 streams)
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=100, keepalive_expiry=60)
     if settings.transport == "aiohttp":
-        try:
-            from httpx_aiohttp import AiohttpTransport
-        except ImportError:
-            pass
-        else:
-            # max_connections=0 is aiohttp's "no limit"; None would leave aiohttp's default cap of 100,
-            # and the 101st concurrent stream would queue (bench T4: 20.3 s -> 3.8 s for 1,000 streams).
-            unlimited = httpx.Limits(max_connections=0, max_keepalive_connections=100, keepalive_expiry=60)
-            return httpx.AsyncClient(timeout=timeout, transport=_closing_transport(AiohttpTransport)(limits=unlimited))
+        from chatd.providers.aiohttp_transport import AiohttpTransport
+
+        return httpx.AsyncClient(timeout=timeout, transport=AiohttpTransport(limits))
     return httpx.AsyncClient(timeout=timeout, limits=limits)
-
-
-def _closing_transport(base: type) -> type:
-    """httpx-aiohttp's transport, whose aiohttp session also closes when its event loop shuts down.
-    A script that never calls `aclose()` would otherwise end with aiohttp's "Unclosed client session"
-    and "Unclosed connector" on stderr. The session is created inside the loop on the first request;
-    a suspended async generator registered with that loop then closes it: `asyncio.run` closes every
-    live async generator before it closes the loop, and a dropped transport's generator is closed by
-    the loop's finalizer hook. `aclose()` closes both at once."""
-
-    class ClosingAiohttpTransport(base):  # type: ignore[misc, valid-type]
-        def get_client(self) -> Any:
-            session = super().get_client()
-            self._closer = _close_on_loop_shutdown(session)
-            try:  # run it to its `yield`: the first step registers it with the running loop
-                self._closer.asend(None).send(None)
-            except StopIteration:
-                pass
-            return session
-
-        async def aclose(self) -> None:
-            await super().aclose()
-            closer = getattr(self, "_closer", None)
-            if closer is not None:  # closed now, so nothing is left for the loop's finalizer hook
-                await closer.aclose()
-
-    return ClosingAiohttpTransport
-
-
-async def _close_on_loop_shutdown(session: Any) -> AsyncIterator[None]:
-    try:
-        yield
-    finally:
-        if not session.closed:
-            await session.close()
 
 
 class Limits(msgspec.Struct, rename="kebab", forbid_unknown_fields=True):
