@@ -119,7 +119,7 @@ class ConversationService:
         self.router = router or Router()
         self.default_models = default_models or ["echo"]
         self.tools = tools or ToolRegistry()
-        self._stateless_turns: set[_State] = set()
+        self._running: set[_State] = set()  # states with a turn in flight, stored or stateless
         self.tool_rules = tool_rules or []
         self.context = ContextManager(store, registry, providers, events, context)  # windows, budgets, search
         self._states: OrderedDict[int, _State] = OrderedDict()
@@ -277,11 +277,13 @@ class ConversationService:
         waited = state.lock.locked()  # else the row just read is current: nothing ran since
         async with state.lock:  # FIFO: turns run in arrival order
             state.task = asyncio.current_task()
+            self._running.add(state)
             try:
                 return await self._turn(self._refresh(state, None if waited else conv), parts, params, origin,
                                         workspace)
             finally:
                 state.task = None
+                self._running.discard(state)
 
     async def _stateless(self, parts: list[p.Part], params: p.ChatSendParams, origin: object | None,
                          workspace: str | None) -> p.SendResult:
@@ -295,11 +297,11 @@ class ConversationService:
                    for i, m in enumerate(params.history or (), 1)]
         state = _State(conv, history)
         state.task = asyncio.current_task()
-        self._stateless_turns.add(state)
+        self._running.add(state)
         try:
             return await self._turn(state, parts, params, origin, workspace)
         finally:
-            self._stateless_turns.discard(state)
+            self._running.discard(state)
 
     def cancel(self, name: str) -> bool:
         conv = self.lookup(name)
@@ -311,7 +313,7 @@ class ConversationService:
         if self._index_timer is not None:
             self._index_timer.cancel()
             self._index_timer = None
-        tasks = [s.task for s in (*self._states.values(), *self._stateless_turns) if s.task is not None]
+        tasks = [s.task for s in self._running if s.task is not None]
         for task in tasks:
             task.cancel()
         if tasks:
@@ -337,7 +339,7 @@ class ConversationService:
 
     @property
     def active_turns(self) -> int:
-        return sum(1 for s in self._states.values() if s.task is not None) + len(self._stateless_turns)
+        return len(self._running)
 
     def _user_parts(self, params: p.ChatSendParams) -> list[p.Part]:
         if (params.text is None) == (params.parts is None):
