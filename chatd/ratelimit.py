@@ -158,13 +158,19 @@ class Limits:
         self.max_concurrent = max_concurrent
         self.slots = asyncio.Semaphore(max_concurrent)
         self._models: dict[str, _Model] = {}
+        self._merged: dict[str, ModelLimits] = {}  # settings() per configured model (asked several times a turn)
 
     def settings(self, model: str) -> ModelLimits:
+        """The model's own settings over the defaults (the same object each time: do not modify it)."""
         own = self.config.get(model)
         if own is None:
             return self.default
-        return ModelLimits(**{f: getattr(own, f) if getattr(own, f) is not None else getattr(self.default, f)
-                              for f in ModelLimits.__struct_fields__})
+        merged = self._merged.get(model)
+        if merged is None:
+            merged = self._merged[model] = ModelLimits(**{
+                f: getattr(own, f) if getattr(own, f) is not None else getattr(self.default, f)
+                for f in ModelLimits.__struct_fields__})
+        return merged
 
     def _model(self, name: str) -> _Model:
         m = self._models.get(name)
