@@ -177,35 +177,48 @@ def _provider(url: str) -> Any:
     return http, OpenAIChatProvider(http, base_url=url, api_key="sk-bench", name="fake", dialect=COMPAT)
 
 
-def _request(model: str, i: int) -> Any:
+def _request(model: str, i: int, history: list | None = None) -> Any:
+    """Turn `i`'s request: its user message after `history` (the conversation so far, which it joins)."""
     from chatd import protocol as p
     from chatd.providers.base import ModelSpec, ProviderRequest
 
     text = f"turn {i}: hello there"
+    messages = history if history is not None else []
+    messages.append(p.MessageOut(seq=len(messages) + 1, role="user", text=text, parts=[p.TextPart(text)]))
     return ProviderRequest(model=ModelSpec(name=model, provider="fake", api_model=model), system=None,
-                           messages=[p.MessageOut(seq=1, role="user", text=text, parts=[p.TextPart(text)])])
+                           messages=list(messages))
 
 
-async def _one_direct(prov: Any, model: str, i: int) -> tuple[float, float, int]:
+async def _one_direct(prov: Any, model: str, i: int, history: list | None = None) -> tuple[float, float, int]:
+    """One streamed turn; with `history`, the reply joins it as the daemon's conversation would."""
+    from chatd import protocol as p
     from chatd.providers.base import TextDelta
 
     t0 = clock()
     first = 0.0
     n = 0
-    async for ev in prov.stream(_request(model, i)):
+    texts = []
+    async for ev in prov.stream(_request(model, i, history)):
         if type(ev) is TextDelta:
             if n == 0:
                 first = clock()
             n += 1
+            texts.append(ev.text)
     t1 = clock()
+    if history is not None:
+        text = "".join(texts)
+        history.append(p.MessageOut(seq=len(history) + 1, role="assistant", text=text, parts=[p.TextPart(text)]))
     return t1 - t0, (first or t1) - t0, n
 
 
 async def direct(url: str, model: str, count: int) -> dict:
+    """`count` turns of one conversation, sent direct: each request carries the history so far, as the
+    daemon's turns of one conversation do, so the difference is what the daemon adds, not a longer body."""
     http, prov = _provider(url)
     out: dict[str, list] = {"us": [], "first_us": [], "deltas": [], "errors": []}
+    history: list = []
     for i in range(count):
-        total, first, n = await _one_direct(prov, model, i)
+        total, first, n = await _one_direct(prov, model, i, history)
         out["us"].append(total * 1e6)
         out["first_us"].append(first * 1e6)
         out["deltas"].append(n)
