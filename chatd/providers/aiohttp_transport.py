@@ -29,9 +29,6 @@ import aiohttp
 import httpx
 import yarl
 
-_HTTP11 = {"http_version": b"HTTP/1.1"}
-
-
 class AiohttpTransport(httpx.AsyncBaseTransport):
     """An httpx transport over one aiohttp session. `limits.max_connections` None or 0 is no cap (aiohttp's
     own default would be 100, and the 101st concurrent stream would wait for a free connection)."""
@@ -60,7 +57,9 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                                              server_hostname=request.extensions.get("sni_hostname"))
         except Exception as err:
             raise _httpx_error(err, httpx.ConnectError)
-        extensions = _HTTP11 if not response.reason else {**_HTTP11, "reason_phrase": response.reason.encode()}
+        extensions: dict[str, Any] = {"http_version": b"HTTP/1.1"}
+        if response.reason:
+            extensions["reason_phrase"] = response.reason.encode()
         return httpx.Response(response.status, headers=response.raw_headers, stream=_Body(response),
                               request=request, extensions=extensions)
 
