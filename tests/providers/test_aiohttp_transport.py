@@ -122,3 +122,17 @@ def test_a_reply_cut_short_is_a_transport_error_not_a_timeout():
     assert isinstance(info.value, (httpx.ReadError, httpx.RemoteProtocolError))
     assert not isinstance(info.value, httpx.TimeoutException)
     assert info.value.__cause__ is not None and type(info.value.__cause__).__module__.startswith("aiohttp")
+
+
+def test_a_client_outlives_its_first_event_loop():
+    """The session closes with the loop that made it (no "Unclosed client session"); the next loop to
+    send through the same client gets a new one instead of "Session is closed"."""
+    http = _client()
+
+    async def one():
+        async with Server("whole") as srv:
+            return (await http.post(srv.url, content=b"{}")).content
+
+    assert asyncio.run(one()) == b"0123456789"
+    assert asyncio.run(one()) == b"0123456789"
+    asyncio.run(http.aclose())
