@@ -39,11 +39,24 @@ STEP = 3  # and one more per this many characters beyond
 
 
 def text_tokens(text: str) -> int:
-    """The estimated BPE token count of `text` (o200k-like)."""
+    """The estimated BPE token count of `text` (o200k-like). Runs on the event loop for every new
+    message, replies included: ASCII text (most of it) takes a fast path that looks again only at the
+    pieces longer than a word (a 2.4 KB reply: ~330 -> ~210 µs, most of what is left the regex)."""
     if not text:
         return 0
+    pieces = _PIECE.findall(text)
+    if text.isascii():  # every piece is one token, plus what a long one costs beyond that (as below)
+        n = len(pieces)
+        for piece in [x for x in pieces if len(x) > WORD]:
+            n += len(piece) // 16 if piece.isspace() else -(-(len(piece) - WORD) // STEP)
+        return n
+    return _counted(pieces)
+
+
+def _counted(pieces: list[str]) -> int:
+    """Tokens of regex pieces of any script."""
     n = 0
-    for piece in _PIECE.findall(text):
+    for piece in pieces:
         size = len(piece)
         if not piece.isascii():
             wide = sum(1 for ch in piece if ord(ch) >= 0x2E80)  # CJK and friends: ~0.7 tokens a character

@@ -4,6 +4,8 @@ the pure fitting strategies (no daemon)."""
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from chatd import protocol as p
 from chatd.context import CLEARED, fit, groups
@@ -100,3 +102,15 @@ def test_clear_tool_results_first_then_drop():
 def test_the_running_turn_is_never_cut():
     f = fit(TokenCounter(), FAMILIES["openai"], None, [], [user("word " * 500)], [], 100, "drop-oldest")
     assert not f.fits and len(f.messages) == 1
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.characters(max_codepoint=127), max_size=400)
+       | st.lists(st.sampled_from(["w12", " ", "\n", "    ", "internationalization", "don't", "4096", "!!!", "_x",
+                                   "ABCdef", "\t\t", "snake_case_name", "x" * 30, "\n" * 3,
+                                   *(" " * k for k in range(8, 40)), *("y" * k for k in range(8, 20))]),
+                  max_size=80).map("".join))
+def test_the_ascii_fast_path_counts_as_the_general_one(text):
+    from chatd.tokens import _PIECE, _counted
+
+    assert text_tokens(text) == (_counted(_PIECE.findall(text)) if text else 0)
