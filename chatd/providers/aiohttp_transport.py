@@ -136,6 +136,13 @@ class _Body(httpx.AsyncByteStream):
             raise StopAsyncIteration
         return chunk
 
+    async def read_whole(self) -> bytes:
+        """The whole body in one call (iterating takes one call, and one loop wake-up, per chunk)."""
+        try:
+            return await self._response.read()
+        except Exception as err:
+            raise _httpx_error(err, httpx.ReadError)
+
     async def aclose(self) -> None:
         self._response.release()
         try:

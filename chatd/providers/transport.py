@@ -56,25 +56,37 @@ async def post_json(http: httpx.AsyncClient, url: str, *, body: dict[str, Any], 
     secrets = tuple(s for s in secrets if s)
     received = False
     try:
-        async with _posted(http, url, body, headers) as resp:
+        resp = await _send(http, url, body, headers)
+        try:  # `_posted` without its context manager, and the body in one read: once per batch prompt
             if resp.status_code >= 300:
                 await _raise_status(resp, error_from_body, secrets)
             received = True
+            read_whole = getattr(resp.stream, "read_whole", None)  # chatd's aiohttp transport has one
+            if read_whole is not None and resp.headers.get("content-encoding", "identity") == "identity":
+                return await read_whole()
             async with _body(resp) as chunks:
                 return b"".join([chunk async for chunk in chunks])
+        finally:
+            await resp.aclose()
     except ProviderError:
         raise
     except (httpx.HTTPError, OSError, ValueError, UnicodeError) as err:
         raise transport_error(err, received, provider, url, secrets) from None
 
 
+async def _send(http: httpx.AsyncClient, url: str, body: dict[str, Any], headers: dict[str, str]) -> httpx.Response:
+    """One POST through the client's transport, the response body not yet read (the caller closes it)."""
+    request = _request(http, url, msgspec.json.encode(body), headers)
+    response = await http._transport_for_url(request.url).handle_async_request(request)
+    response.request = request
+    return response
+
+
 @asynccontextmanager
 async def _posted(http: httpx.AsyncClient, url: str, body: dict[str, Any], headers: dict[str, str]
                   ) -> AsyncIterator[httpx.Response]:
     """One POST through the client's transport, the response body not yet read; closed on exit."""
-    request = _request(http, url, msgspec.json.encode(body), headers)
-    response = await http._transport_for_url(request.url).handle_async_request(request)
-    response.request = request
+    response = await _send(http, url, body, headers)
     try:
         yield response
     finally:
