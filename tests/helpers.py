@@ -84,6 +84,16 @@ def new_daemon(tmp_path: Any, **extra_env: str) -> DaemonProc:
     return DaemonProc(home=home, env=env, paths=resolve(env))
 
 
+class NoClients:
+    """The conversation service's events with no client connected: nothing published, nothing approved."""
+
+    def publish(self, conv_id: int, method: str, params: Any, origin: object | None = None) -> None:
+        pass
+
+    async def approve(self, *args: Any) -> tuple[bool, str]:
+        return False, "no client"
+
+
 def fill_volume(path: str) -> None:
     """Write zeros to `path` until its volume is full (a small tmpfs in the full-disk tests)."""
     with open(path, "wb") as f:

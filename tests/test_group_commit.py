@@ -5,13 +5,13 @@ real service and echo provider, in-process; SQLite's own statement trace tells w
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 from chatd import protocol as p
 from chatd.conversation import ConversationService
 from chatd.models import ModelRegistry
 from chatd.providers.echo import EchoProvider
 from chatd.store import Store
+from helpers import NoClients
 
 
 class _GatedEcho(EchoProvider):
@@ -29,18 +29,10 @@ class _GatedEcho(EchoProvider):
             yield event
 
 
-class _Sink:
-    def publish(self, conv_id: int, method: str, params: Any, origin: object | None = None) -> None:
-        pass
-
-    async def approve(self, *args: Any) -> tuple[bool, str]:
-        return False, "no client"
-
-
 def test_a_lone_turn_commits_in_place_and_turns_in_flight_together_share_commits(tmp_path):
     store = Store(str(tmp_path / "chatd.db"))
     echo = _GatedEcho()
-    service = ConversationService(store, ModelRegistry(), {"echo": echo}, _Sink())
+    service = ConversationService(store, ModelRegistry(), {"echo": echo}, NoClients())
     for name in "abcdef":
         store.create(name, models=["echo"])
     statements: list[str] = []

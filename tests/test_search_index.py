@@ -5,7 +5,6 @@ Real SQLite file, real service and echo provider, in-process; the service's own 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 from chatd import conversation
 from chatd import protocol as p
@@ -14,14 +13,7 @@ from chatd.models import ModelRegistry
 from chatd.providers.echo import EchoProvider
 from chatd.store import Store
 from chatd.store.search import ContextStore
-
-
-class _Sink:
-    def publish(self, conv_id: int, method: str, params: Any, origin: object | None = None) -> None:
-        pass
-
-    async def approve(self, *args: Any) -> tuple[bool, str]:
-        return False, "no client"
+from helpers import NoClients
 
 
 def _indexed(store: Store) -> int:
@@ -32,7 +24,7 @@ def test_the_service_indexes_new_messages_in_the_background_in_bounded_steps(tmp
     monkeypatch.setattr(conversation, "INDEX_AFTER_S", 0.0)  # the step's delay, not its work
     monkeypatch.setattr(conversation, "INDEX_BUDGET", 4)
     store = Store(str(tmp_path / "chatd.db"))
-    service = ConversationService(store, ModelRegistry(), {"echo": EchoProvider()}, _Sink())
+    service = ConversationService(store, ModelRegistry(), {"echo": EchoProvider()}, NoClients())
 
     async def main() -> tuple[list[int], list[int]]:
         service.create(p.ConversationCreateParams(name="bg", models=["echo"]))

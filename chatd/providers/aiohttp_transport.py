@@ -23,7 +23,6 @@ session" warnings; `aclose()` closes both at once."""
 from __future__ import annotations
 
 import asyncio
-import ssl
 from typing import Any, AsyncIterator
 
 import aiohttp
@@ -35,10 +34,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     """An httpx transport over one aiohttp session. `limits.max_connections` None or 0 is no cap (aiohttp's
     own default would be 100, and the 101st concurrent stream would wait for a free connection)."""
 
-    def __init__(self, limits: httpx.Limits = httpx.Limits(max_connections=None),
-                 ssl_context: ssl.SSLContext | None = None) -> None:
+    def __init__(self, limits: httpx.Limits = httpx.Limits(max_connections=None)) -> None:
         self._limits = limits
-        self._ssl = ssl_context
         self._session: aiohttp.ClientSession | None = None
         self._closer: AsyncIterator[None] | None = None
         self._timeouts: dict[tuple[Any, Any, Any], aiohttp.ClientTimeout] = {}
@@ -90,7 +87,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     def _open(self) -> aiohttp.ClientSession:
         cap = self._limits.max_connections or 0
         connector = aiohttp.TCPConnector(limit=cap, keepalive_timeout=self._limits.keepalive_expiry,
-                                         ssl=self._ssl if self._ssl is not None else httpx.create_ssl_context())
+                                         ssl=httpx.create_ssl_context())  # httpx's: certifi's CAs
         session = self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
         self._closer = _close_on_loop_shutdown(session)
         try:  # run it to its `yield`: the first step registers it with the running loop
