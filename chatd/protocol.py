@@ -66,6 +66,8 @@ CHAT_BUDGET_WARNING = "chat/budgetWarning"
 
 Seq = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
 """A message sequence number as a param: SQLite's int64 range, never negative."""
+StoredSeq = Annotated[int, msgspec.Meta(ge=0, le=2**32 - 1)]
+"""A sequence number the store can hold (a message's key packs its conversation and its seq, 32 bits each)."""
 Count = Annotated[int, msgspec.Meta(ge=1, le=100_000)]
 
 WILDCARD = "*"
@@ -626,13 +628,13 @@ class ExportedConversation(_Doc):
     prefer_model: str = "last"
     params: dict[str, Any] = {}
     last_model: str | None = None
-    last_seq: Seq = 0  # may exceed the last message's seq (a clear never reuses seqs)
+    last_seq: StoredSeq = 0  # may exceed the last message's seq (a clear never reuses seqs)
     created_at: float = 0.0
     updated_at: float = 0.0
 
 
 class ExportedMessage(_Doc):
-    seq: Annotated[int, msgspec.Meta(ge=1, le=2**63 - 1)]
+    seq: Annotated[int, msgspec.Meta(ge=1, le=2**32 - 1)]  # a StoredSeq, never 0
     role: Role
     parts: list[Part]
     model: str | None = None

@@ -96,13 +96,14 @@ class NoClients:
 
 def fill_volume(path: str) -> None:
     """Write zeros to `path` until its volume is full (a small tmpfs in the full-disk tests)."""
-    with open(path, "wb") as f:
-        try:
-            while True:
-                f.write(b"\0" * 65536)
-                f.flush()
-        except OSError:
-            pass
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:  # unbuffered: a buffered file's close would retry the last partial write and raise ENOSPC again
+        while True:
+            os.write(fd, b"\0" * 65536)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def wait_for(predicate, timeout: float = 10.0, what: str = "condition") -> Any:

@@ -14,7 +14,7 @@ import time
 
 import msgspec
 
-from chatd.store.sqlite import SPEND_UPSERT, Store
+from chatd.store.sqlite import SPEND_UPSERT, Store, message_span
 
 
 class Compaction(msgspec.Struct):
@@ -84,12 +84,11 @@ class ContextStore:
         args: list = [mark[0], mark[1], query]
         if conversation_id is not None:
             where += " AND message_fts.rowid BETWEEN ? AND ?"
-            args += [conversation_id << 32, (conversation_id << 32) + 0xFFFFFFFF]
+            args += message_span(conversation_id)
         rows = self._db.execute(
             "SELECT c.name, m.seq, m.role, snippet(message_fts, 0, ?, ?, '…', 16), m.created_at, message_fts.rank"
             " FROM message_fts"
-            " JOIN messages m ON m.conversation_id = (message_fts.rowid >> 32)"
-            " AND m.seq = (message_fts.rowid & 4294967295)"
+            " JOIN messages m ON m.id = message_fts.rowid"
             " JOIN conversations c ON c.id = m.conversation_id"
             " WHERE " + where + " ORDER BY message_fts.rank LIMIT ?",
             (*args, limit),
@@ -123,7 +122,7 @@ class ContextStore:
             " coalesce(sum(json_extract(turn, '$.usage.outputTokens')), 0),"
             " coalesce(sum(json_extract(turn, '$.usage.cachedTokens')), 0),"
             " coalesce(sum(json_extract(turn, '$.cost')), 0), count(*)"
-            " FROM messages WHERE conversation_id = ? AND turn IS NOT NULL", (conv_id,)).fetchone()
+            " FROM messages WHERE id BETWEEN ? AND ? AND turn IS NOT NULL", message_span(conv_id)).fetchone()
         return Totals(*row)
 
     def add_spend(self, conv_id: int, tokens: int, cost: float) -> None:

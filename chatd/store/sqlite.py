@@ -79,6 +79,14 @@ class TurnRecord(msgspec.Struct):
     finished_at: float
 
 
+def message_id(conv_id: int, seq: int) -> int:
+    """A message's key (schema v7, and the full-text index's rowid): a conversation's messages are the ids
+    from `message_id(conv_id, 1)` to `message_id(conv_id, LAST_SEQ)`, in seq order."""
+    return (conv_id << 32) + seq
+
+
+LAST_SEQ = 0xFFFFFFFF
+
 _CONV_COLS = (
     "id, name, system, models, model_weights, prefer_model, params, last_model,"
     " last_seq, message_count, created_at, updated_at"
@@ -87,6 +95,11 @@ _CONV_COLS = (
 
 def text_of(parts: list[p.Part]) -> str:
     return "".join(part.text for part in parts if isinstance(part, p.TextPart))
+
+
+def message_span(conv_id: int) -> tuple[int, int]:
+    """The first and last possible message id of a conversation."""
+    return message_id(conv_id, 1), message_id(conv_id, LAST_SEQ)
 
 
 def _conv(row: tuple) -> Conversation:
@@ -209,11 +222,12 @@ class Store:
 
     def delete(self, conv_id: int) -> None:
         with self._transaction():
+            self._db.execute("DELETE FROM messages WHERE id BETWEEN ? AND ?", message_span(conv_id))
             self._db.execute("DELETE FROM conversations WHERE id = ?", (conv_id,))
 
     def clear(self, conv_id: int) -> Conversation:
         with self._transaction():
-            self._db.execute("DELETE FROM messages WHERE conversation_id = ?", (conv_id,))
+            self._db.execute("DELETE FROM messages WHERE id BETWEEN ? AND ?", message_span(conv_id))
             self._db.execute(
                 "UPDATE conversations SET message_count = 0, updated_at = ? WHERE id = ?", (time.time(), conv_id)
             )
@@ -227,13 +241,13 @@ class Store:
                 prefer_model=source.prefer_model, params=source.params,
             )
             self._db.execute(
-                "INSERT INTO messages (conversation_id, seq, role, text, parts, model, turn_id, created_at)"
-                " SELECT ?, seq, role, text, parts, model, turn_id, created_at FROM messages"
-                " WHERE conversation_id = ? AND seq <= ?",
-                (fork.id, source.id, upto),
+                "INSERT INTO messages (id, role, text, parts, model, turn_id, created_at)"
+                " SELECT ? + seq, role, text, parts, model, turn_id, created_at FROM messages"
+                " WHERE id BETWEEN ? AND ?",
+                (message_id(fork.id, 0), message_id(source.id, 1), message_id(source.id, max(min(upto, LAST_SEQ), 0))),
             )
             count, last = self._db.execute(
-                "SELECT count(*), coalesce(max(seq), 0) FROM messages WHERE conversation_id = ?", (fork.id,)
+                "SELECT count(*), coalesce(max(seq), 0) FROM messages WHERE id BETWEEN ? AND ?", message_span(fork.id)
             ).fetchone()
             self._db.execute(
                 "UPDATE conversations SET message_count = ?, last_seq = ?, last_model = ? WHERE id = ?",
@@ -245,8 +259,8 @@ class Store:
     def messages(self, conv_id: int, after_seq: int = 0) -> list[p.MessageOut]:
         rows = self._db.execute(
             "SELECT seq, role, text, parts, model, turn_id, created_at FROM messages"
-            " WHERE conversation_id = ? AND seq > ? ORDER BY seq",
-            (conv_id, after_seq),
+            " WHERE id > ? AND id <= ? ORDER BY id",
+            (message_id(conv_id, min(max(after_seq, 0), LAST_SEQ)), message_id(conv_id, LAST_SEQ)),
         )
         return [_message(r) for r in rows]
 
@@ -276,13 +290,13 @@ class Store:
         for k, m in enumerate(messages):
             seq += 1
             text = text_of(m.parts)
-            rows.append((conv_id, seq, m.role, text, _json(m.parts), m.model, turn.id, now,
+            rows.append((message_id(conv_id, seq), m.role, text, _json(m.parts), m.model, turn.id, now,
                          provenance if k == last else None))  # the turn's provenance rides on its last row
             out.append(p.MessageOut(seq=seq, role=m.role, text=text, parts=m.parts, model=m.model,
                                     turn_id=turn.id, created_at=now))
         self._db.executemany(
-            "INSERT INTO messages (conversation_id, seq, role, text, parts, model, turn_id, created_at, turn)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO messages (id, role, text, parts, model, turn_id, created_at, turn)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             rows,
         )
         self._db.execute(SPEND_UPSERT, (conv_id, turn.finished_at, turn.usage.input_tokens + turn.usage.output_tokens,
@@ -304,9 +318,9 @@ class Store:
                  c.updated_at),
             ).lastrowid
             self._db.executemany(
-                "INSERT INTO messages (conversation_id, seq, role, text, parts, model, turn_id, created_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [(conv_id, m.seq, m.role, text_of(m.parts), _json(m.parts), m.model, m.turn_id, m.created_at)
+                "INSERT INTO messages (id, role, text, parts, model, turn_id, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(message_id(conv_id, m.seq), m.role, text_of(m.parts), _json(m.parts), m.model, m.turn_id, m.created_at)
                  for m in doc.messages],
             )
         return self.get_by_id(conv_id)  # type: ignore[return-value, arg-type]
@@ -315,8 +329,8 @@ class Store:
         """A turn's provenance: model, provider, attempts, usage, cost, finish reason, timing (schema v6:
         stored on the turn's last message; a scan of the conversation's rows, for an occasional lookup)."""
         row = self._db.execute(
-            "SELECT turn FROM messages WHERE conversation_id = ? AND turn_id = ? AND turn IS NOT NULL",
-            (conv_id, turn_id),
+            "SELECT turn FROM messages WHERE id BETWEEN ? AND ? AND turn_id = ? AND turn IS NOT NULL",
+            (*message_span(conv_id), turn_id),
         ).fetchone()
         return {"id": turn_id, **msgspec.json.decode(row[0])} if row else None
 
@@ -333,14 +347,14 @@ class Store:
                 upto = last
                 if budget is not None:
                     room = max(budget - n, 1)
-                    seqs = self._db.execute("SELECT seq FROM messages WHERE conversation_id = ? AND seq > ?"
-                                            " ORDER BY seq LIMIT ?", (conv_id, done, room + 1)).fetchall()
+                    seqs = self._db.execute("SELECT seq FROM messages WHERE id > ? AND id <= ? ORDER BY id LIMIT ?",
+                                            (message_id(conv_id, done), message_id(conv_id, last), room + 1)).fetchall()
                     if len(seqs) > room:
                         upto = seqs[room - 1][0]
                 n += self._db.execute(
-                    "INSERT OR REPLACE INTO message_fts (rowid, text) SELECT (conversation_id << 32) + seq, text"
-                    " FROM messages"
-                    " WHERE conversation_id = ? AND seq > ? AND seq <= ? AND text != ''", (conv_id, done, upto)).rowcount
+                    "INSERT OR REPLACE INTO message_fts (rowid, text) SELECT id, text FROM messages"
+                    " WHERE id > ? AND id <= ? AND text != ''",
+                    (message_id(conv_id, done), message_id(conv_id, upto))).rowcount
                 self._db.execute("UPDATE conversations SET indexed_seq = ? WHERE id = ?", (upto, conv_id))
                 if budget is not None and n >= budget:
                     break
