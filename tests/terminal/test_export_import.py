@@ -109,6 +109,11 @@ def test_import_refuses_a_broken_document(daemon):
     typo = {**good, "messages": [], "conversation": {"name": "x", "sytem": "oops"}}
     out = _chatd(daemon.env, "import", "-", stdin=json.dumps(typo).encode())
     assert out.returncode == 1 and b"sytem" in out.stderr
+    for where in ("messages", "conversation"):  # the store keys a message by (conversation, seq) in 64 bits
+        huge = {**good, "messages": [{"seq": 2**32, "role": "user", "parts": []}]} if where == "messages" else \
+            {**good, "messages": [], "conversation": {"name": "x", "lastSeq": 2**32}}
+        out = _chatd(daemon.env, "import", "-", stdin=json.dumps(huge).encode())
+        assert out.returncode == 1 and b"<= 4294967295" in out.stderr, out.stderr
     out = _chatd(daemon.env, "import", "-", stdin=b"not json")
     assert out.returncode == 2 and b"is not JSON" in out.stderr
     assert _chatd(daemon.env, "ls").stdout == b""
