@@ -426,15 +426,15 @@ class ConversationService:
             turn.id, turn.origin, turn.fitted)
         request = ProviderRequest(model=spec, system=system, tools=turn.tool_specs, messages=messages,
                                   options=turn.options)
-        reply = Reply()
+        reply = Reply(self.context.counter)
         state.streaming = (turn.id, turn.user, name, reply.chunks)
-        publish, conv_id, conv_name = self.events.publish, turn.conv.id, turn.conv.name
+        publish, conv_id, conv_name, add_text = self.events.publish, turn.conv.id, turn.conv.name, reply.add_text
         async with StallGuard(self.router.stall_timeout(name)) as guard:  # silence -> a "timeout" failure
             async for event in self.providers[spec.provider].stream(request):
                 guard.tick()
                 kind = type(event)
                 if kind is TextDelta:
-                    reply.chunks.append(event.text)
+                    add_text(event.text)
                     publish(conv_id, p.CHAT_DELTA, p.ChatDelta(conversation=conv_name, turn_id=turn.id,
                                                                text=event.text), turn.origin)
                 elif kind is ToolCallEvent:

@@ -53,6 +53,52 @@ def text_tokens(text: str) -> int:
     return _counted(pieces)
 
 
+class TextCount:
+    """`text_tokens` of a text that arrives in pieces (a streamed reply), counted while it arrives, so the
+    count is ready when the reply is stored and the next turn's prompt does not wait for it.
+
+    The text is counted a run at a time, each run ending before a space that follows a non-space and
+    precedes an ASCII letter: no regex piece crosses such a point (the piece after it is that space and
+    the word), and a piece before it matches the same with or without the text beyond, so the runs'
+    counts add up to exactly `text_tokens` of the whole."""
+
+    __slots__ = ("tokens", "_tail", "_size", "_run")
+
+    def __init__(self, run: int = 2048) -> None:
+        self._run = run  # characters gathered before a run is counted
+        self.tokens = 0  # of the runs counted so far
+        self._tail: list[str] = []  # what came after them
+        self._size = 0
+
+    def add(self, text: str) -> None:
+        self._tail.append(text)
+        self._size += len(text)
+        if self._size >= self._run:
+            tail = "".join(self._tail)
+            cut = _last_boundary(tail)
+            if cut:
+                self.tokens += text_tokens(tail[:cut])
+                tail = tail[cut:]
+            self._tail, self._size = [tail], len(tail)
+
+    def total(self) -> int:
+        """The whole text's count; the text so far is then counted and forgotten."""
+        n = self.tokens + text_tokens("".join(self._tail))
+        self.tokens, self._tail, self._size = 0, [], 0
+        return n
+
+
+def _last_boundary(text: str) -> int:
+    """The index of the last space that follows a non-space and precedes an ASCII letter (0 if none)."""
+    i = text.rfind(" ")
+    while i > 0:
+        after = text[i + 1:i + 2]
+        if after.isascii() and after.isalpha() and not text[i - 1].isspace():
+            return i
+        i = text.rfind(" ", 0, i)
+    return 0
+
+
 def _counted(pieces: list[str]) -> int:
     """Tokens of regex pieces of any script."""
     n = 0
@@ -146,6 +192,17 @@ class TokenCounter:
         self._cache: OrderedDict[tuple, int] = OrderedDict()
         self._size = cache_size
         self._ratio: dict[str, float] = {}
+        self._texts: OrderedDict[str, int] = OrderedDict()  # replies counted while they streamed (TextCount)
+
+    def remember(self, text: str, tokens: int) -> None:
+        """`text_tokens(text)`, already counted: the next message holding this text will not count it again."""
+        self._texts[text] = tokens
+        if len(self._texts) > 64:
+            self._texts.popitem(last=False)
+
+    def text(self, text: str) -> int:
+        known = self._texts.pop(text, None) if self._texts else None
+        return text_tokens(text) if known is None else known
 
     def message(self, msg: p.MessageOut, family: Family) -> int:
         """One message's tokens with its framing; stored messages are cached (they never change)."""
@@ -156,7 +213,7 @@ class TokenCounter:
                 return hit
         n = family.per_message
         for part in msg.parts:
-            n += text_tokens(part_text(part))
+            n += self.text(part.text) if type(part) is p.TextPart else text_tokens(part_text(part))
             if not isinstance(part, p.TextPart):
                 n += 4  # the call/result envelope (ids, names)
         if key is not None:

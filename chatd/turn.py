@@ -15,6 +15,7 @@ from chatd import protocol as p
 from chatd.providers.base import ModelSpec, ProviderError, ToolSpec, cost_of
 from chatd.store import Conversation, NewMessage
 from chatd.store.sqlite import text_of
+from chatd.tokens import TextCount, TokenCounter
 
 
 def tokens_used(reply: "Reply") -> int:
@@ -22,22 +23,35 @@ def tokens_used(reply: "Reply") -> int:
 
 
 class Reply:
-    """What one model call produced: parts in order (thinking, text, tool calls), usage, finish reason."""
+    """What one model call produced: parts in order (thinking, text, tool calls), usage, finish reason.
+    Streamed text is token-counted as it arrives (`add_text`), and each text part's count is handed to
+    `counter` with it, so the next turn's window fitting finds the reply counted."""
 
-    __slots__ = ("parts", "chunks", "usage", "reason")
+    __slots__ = ("parts", "chunks", "usage", "reason", "counter", "_count")
 
-    def __init__(self) -> None:
+    def __init__(self, counter: TokenCounter | None = None) -> None:
         self.parts: list[p.Part] = []
         self.chunks: list[str] = []
         self.usage = p.Usage()
         self.reason = "stop"
+        self.counter = counter
+        self._count = TextCount()
+
+    def add_text(self, text: str) -> None:
+        self.chunks.append(text)
+        self._count.add(text)
 
     def flush_text(self) -> None:
         if self.chunks and (not self.parts or not isinstance(self.parts[-1], p.TextPart)):
-            self.parts.append(p.TextPart("".join(self.chunks)))
+            text = "".join(self.chunks)
+            self.parts.append(p.TextPart(text))
+            if self.counter is not None:
+                self.counter.remember(text, self._count.total())
+            self._count = TextCount()
             self.chunks = []  # a new list: `streaming` keeps the old one for late subscribers
         elif self.chunks:
             self.parts[-1] = p.TextPart(self.parts[-1].text + "".join(self.chunks))  # type: ignore[union-attr]
+            self._count = TextCount()  # the joined text is counted when it is needed
             self.chunks = []
 
 

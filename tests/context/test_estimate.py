@@ -114,3 +114,42 @@ def test_the_ascii_fast_path_counts_as_the_general_one(text):
     from chatd.tokens import _PIECE, _counted
 
     assert text_tokens(text) == (_counted(_PIECE.findall(text)) if text else 0)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from([" ", "  ", "\n", "\t", "word", "Word", "WORD", "don", "'t", "'s", "4096", "12",
+                                 "!!", ".", ",", "_", "_x", "é", "日本", "naïve", "ABCdef", " a", "a ", "b", "\r\n",
+                                 "x" * 30, " " * 12, "snake_case", "(", ")", "/"]), max_size=300).map("".join),
+       st.lists(st.integers(min_value=1, max_value=40), min_size=1, max_size=30), st.integers(min_value=8, max_value=64))
+def test_a_text_counted_as_it_streams_counts_as_the_whole(text, sizes, run):
+    """TextCount counts runs cut at its boundaries; the sum must be text_tokens of the whole, exactly, for any
+    chunking and any run length (short runs, so that every example cuts many times)."""
+    from chatd.tokens import TextCount
+
+    count = TextCount(run)
+    i = k = 0
+    while i < len(text):
+        size = sizes[k % len(sizes)]
+        count.add(text[i:i + size])
+        i, k = i + size, k + 1
+    assert count.total() == text_tokens(text)
+    assert count.total() == 0  # and it starts over
+
+
+def test_a_streamed_reply_is_not_counted_again_for_the_next_prompt():
+    """The count made while the reply streamed is handed to the counter with its text, and the next turn's
+    history count takes it from there (and only once: a message's own count is cached by its turn and seq)."""
+    from chatd.turn import Reply
+
+    counter = TokenCounter()
+    reply = Reply(counter)
+    words = ["Once", " upon", " a", " time", ",", " there", " were", " 4096", " tokens", ".\n"] * 300
+    for w in words:
+        reply.add_text(w)
+    reply.flush_text()
+    text = "".join(words)
+    assert reply.parts == [p.TextPart(text)]
+    assert counter._texts == {text: text_tokens(text)}
+    stored = p.MessageOut(seq=2, role="assistant", text=text, parts=reply.parts, turn_id="t1")
+    assert counter.message(stored, FAMILIES["openai"]) == FAMILIES["openai"].per_message + text_tokens(text)
+    assert counter._texts == {}
