@@ -32,7 +32,10 @@ import yarl
 
 class AiohttpTransport(httpx.AsyncBaseTransport):
     """An httpx transport over one aiohttp session. `limits.max_connections` None or 0 is no cap (aiohttp's
-    own default would be 100, and the 101st concurrent stream would wait for a free connection)."""
+    own default would be 100, and the 101st concurrent stream would wait for a free connection).
+    `limits.max_keepalive_connections` caps the idle connections kept per host, as httpx's pool does
+    (aiohttp has no such cap: after a burst of 1,000 streams it kept ~900 idle sockets for the whole
+    `keepalive_expiry`); a connection finishing beyond it is closed."""
 
     def __init__(self, limits: httpx.Limits = httpx.Limits(max_connections=None)) -> None:
         self._limits = limits
@@ -86,8 +89,9 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
 
     def _open(self) -> aiohttp.ClientSession:
         cap = self._limits.max_connections or 0
-        connector = aiohttp.TCPConnector(limit=cap, keepalive_timeout=self._limits.keepalive_expiry,
-                                         ssl=httpx.create_ssl_context())  # httpx's: certifi's CAs
+        connector = _Connector(self._limits.max_keepalive_connections, limit=cap,
+                               keepalive_timeout=self._limits.keepalive_expiry,
+                               ssl=httpx.create_ssl_context())  # httpx's: certifi's CAs
         session = self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
         self._closer = _close_on_loop_shutdown(session)
         try:  # run it to its `yield`: the first step registers it with the running loop
@@ -102,6 +106,21 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             await session.close()
         if closer is not None:  # closed now, so nothing is left for the loop's finalizer hook
             await closer.aclose()  # type: ignore[attr-defined]
+
+
+class _Connector(aiohttp.TCPConnector):
+    """aiohttp's connector, keeping at most `idle_cap` idle connections per host (None: no cap)."""
+
+    def __init__(self, idle_cap: int | None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._idle_cap = idle_cap
+
+    def _release(self, key: Any, protocol: Any, **kwargs: Any) -> None:
+        super()._release(key, protocol, **kwargs)  # the connection is appended to the key's idle queue
+        idle = self._conns.get(key)
+        if self._idle_cap is not None and idle is not None and len(idle) > self._idle_cap:
+            proto, _ = idle.pop()  # the one just released (aiohttp reuses the oldest first)
+            proto.close()
 
 
 async def _close_on_loop_shutdown(session: aiohttp.ClientSession) -> AsyncIterator[None]:

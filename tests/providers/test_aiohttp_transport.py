@@ -15,11 +15,14 @@ class Server:
     """Answers each request on a connection by `how`: "whole" (a 10-byte body), "half" (5 of its 10 bytes,
     then waits for the client to hang up), "stall" (headers, then nothing) or "drop" (5 bytes, then closes)."""
 
-    def __init__(self, *hows: str) -> None:
+    def __init__(self, *hows: str, gate: int = 0) -> None:
         self.hows = list(hows)
         self.connections = 0
+        self.open = 0
         self.requests: list[bytes] = []
         self.hung_up = asyncio.Event()
+        self.changed = asyncio.Condition()
+        self.gate = gate  # answer nothing until this many requests have arrived (they are all in flight)
 
     async def __aenter__(self) -> "Server":
         self.server = await asyncio.start_server(self.handle, "127.0.0.1", 0)
@@ -31,6 +34,7 @@ class Server:
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
+        self.open += 1
         try:
             while True:
                 try:
@@ -40,6 +44,9 @@ class Server:
                 length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
                                if line.lower().startswith(b"content-length:")), 0)
                 self.requests.append(head + await reader.readexactly(length))
+                async with self.changed:
+                    self.changed.notify_all()
+                    await self.changed.wait_for(lambda: len(self.requests) >= self.gate)
                 how = self.hows.pop(0)
                 writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\nContent-Type: text/plain\r\n\r\n")
                 if how == "whole":
@@ -55,10 +62,13 @@ class Server:
                     return
         finally:
             writer.close()
+            self.open -= 1
+            async with self.changed:
+                self.changed.notify_all()
 
 
-def _client(read: float = 10.0) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=AiohttpTransport(), timeout=httpx.Timeout(read, connect=5.0))
+def _client(read: float = 10.0, limits: httpx.Limits = httpx.Limits(max_connections=None)) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=AiohttpTransport(limits), timeout=httpx.Timeout(read, connect=5.0))
 
 
 def test_sends_httpx_headers_and_body_and_reuses_a_finished_connection():
@@ -76,6 +86,22 @@ def test_sends_httpx_headers_and_body_and_reuses_a_finished_connection():
     assert b"Authorization: Bearer k" in lines and b"Content-Length: 8" in lines
     assert sum(line.lower().startswith(b"host:") for line in lines) == 1  # httpx's Host, not a second one
     assert srv.connections == 1
+
+
+def test_idle_connections_beyond_max_keepalive_are_closed_and_the_rest_reused():
+    """Five requests in flight at once open five connections; once they are done, two stay (the cap), the
+    other three are closed by the client, and the next two requests reuse the two."""
+    async def main():
+        limits = httpx.Limits(max_connections=None, max_keepalive_connections=2, keepalive_expiry=60)
+        async with Server(*["whole"] * 7, gate=5) as srv, _client(limits=limits) as http:
+            replies = await asyncio.gather(*(http.post(srv.url, content=b"{}") for _ in range(5)))
+            async with srv.changed:
+                await asyncio.wait_for(srv.changed.wait_for(lambda: srv.open == 2), 10)
+            replies += await asyncio.gather(*(http.post(srv.url, content=b"{}") for _ in range(2)))
+            return srv, replies
+    srv, replies = asyncio.run(main())
+    assert [r.content for r in replies] == [b"0123456789"] * 7
+    assert srv.connections == 5 and srv.open == 0
 
 
 def test_a_reply_closed_half_read_closes_its_connection_instead_of_reusing_it():
