@@ -33,7 +33,8 @@ def _check_history(db: sqlite3.Connection, acknowledged: dict[str, set[str]]) ->
     found = 0
     for name, turns in acknowledged.items():
         rows = db.execute(
-            "SELECT m.seq, m.role, m.turn_id, m.parts FROM messages m JOIN conversations c"
+            "SELECT m.seq, m.role, m.turn_id, coalesce(m.parts, json_array(json_object('type', 'text', 'text', m.text)))"
+            " FROM messages m JOIN conversations c"
             " ON c.id = m.conversation_id WHERE c.name = ? ORDER BY m.seq", (name,)).fetchall()
         stored_turns = {r[2] for r in rows}
         assert turns <= stored_turns, f"{name}: acknowledged turns missing"

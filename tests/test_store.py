@@ -7,6 +7,7 @@ import os
 import sqlite3
 import subprocess
 
+import msgspec
 import pytest
 
 from chatd import protocol as p
@@ -192,11 +193,14 @@ def test_migration_7_keys_messages_by_conversation_and_seq_in_one_rowid(tmp_path
     db.execute("INSERT INTO conversations (id, name, created_at, updated_at, last_seq, message_count, indexed_seq)"
                " VALUES (1, 'a', 1, 1, 4, 3, 4), (2, 'b', 1, 1, 2, 2, 0)")
     prov = '{"model":"echo","usage":{"inputTokens":3,"outputTokens":5},"cost":0.25}'
+    tricky = 'he said "fox"\n\ttab \\ é/日本 \x01 \x7f'  # escapes msgspec and SQLite's json_quote must agree on
     rows = [(2, 2, "assistant", "blue whale", None), (1, 4, "assistant", "red fox", prov), (1, 1, "user", "red", None),
-            (2, 1, "user", "blue", None), (1, 3, "user", "fox", None)]  # seq 2 of 'a' was deleted
-    for conv, seq, role, text, turn in rows:
+            (2, 1, "user", "blue", None), (1, 3, "user", tricky, None)]  # seq 2 of 'a' was deleted
+    for conv, seq, role, text, turn in rows:  # parts as the v6 code wrote them: msgspec's JSON, bound as bytes
         db.execute("INSERT INTO messages VALUES (?, ?, ?, ?, ?, NULL, 't1', 1, ?)",
-                   (conv, seq, role, text, f'[{{"type":"text","text":"{text}"}}]', turn))
+                   (conv, seq, role, text, msgspec.json.encode([p.TextPart(text)]), turn))
+    two = [p.TextPart("blue"), p.ToolCallPart(id="c1", name="look", arguments={"at": "sea"})]
+    db.execute("UPDATE messages SET parts = ? WHERE conversation_id = 2 AND seq = 1", (msgspec.json.encode(two),))
     db.executemany("INSERT INTO message_fts (rowid, text) VALUES (?, ?)",
                    [((1 << 32) + seq, text) for conv, seq, _, text, _ in rows if conv == 1])
     db.close()
@@ -204,8 +208,12 @@ def test_migration_7_keys_messages_by_conversation_and_seq_in_one_rowid(tmp_path
     store = Store(path)
     ctx = ContextStore(store)
     assert store._db.execute("PRAGMA user_version").fetchone()[0] == schema.VERSION >= 7
-    assert [(m.seq, m.text) for m in store.messages(1)] == [(1, "red"), (3, "fox"), (4, "red fox")]
-    assert [m.text for m in store.messages(1, after_seq=1)] == ["fox", "red fox"]
+    assert [(m.seq, m.parts) for m in store.messages(1)] == [(1, [p.TextPart("red")]), (3, [p.TextPart(tricky)]),
+                                                              (4, [p.TextPart("red fox")])]
+    assert [m.text for m in store.messages(1, after_seq=1)] == [tricky, "red fox"]
+    assert store.messages(2)[0].parts == two
+    # a message of one text part keeps its text once: `parts` is NULL (the v6 rows' JSON matched exactly)
+    assert store._db.execute("SELECT count(*) FROM messages WHERE parts IS NOT NULL").fetchone() == (1,)
     assert store.messages(1, after_seq=2**63 - 1) == [] and [m.seq for m in store.messages(2)] == [1, 2]
     assert store.turn(1, "t1")["cost"] == 0.25 and ctx.totals(1).turns == 1 and ctx.totals(2).turns == 0
     assert sorted((h.conversation, h.seq) for h in ctx.search("red")) == [("a", 1), ("a", 4)]
@@ -214,14 +222,14 @@ def test_migration_7_keys_messages_by_conversation_and_seq_in_one_rowid(tmp_path
     assert store._db.execute("SELECT id FROM messages WHERE conversation_id = 2 AND seq = 2").fetchone() == \
         ((2 << 32) + 2,)
     fork = store.fork(store.get("a"), "a2", at_seq=3)
-    assert [(m.seq, m.text) for m in store.messages(fork.id)] == [(1, "red"), (3, "fox")]
+    assert [(m.seq, m.text) for m in store.messages(fork.id)] == [(1, "red"), (3, tricky)]
     assert (fork.message_count, fork.last_seq) == (2, 3)
     stored = store.commit_turn(1, _turn("t2"), _pair("new"))
     assert [m.seq for m in stored] == [5, 6] and [m.seq for m in store.messages(1)][-2:] == [5, 6]
     store.delete(1)
     assert store._db.execute("SELECT count(*) FROM messages WHERE conversation_id = 1").fetchone()[0] == 0
     assert [(h.conversation, h.seq) for h in ctx.search("red")] == [("a2", 1)]
-    assert [m.text for m in store.messages(fork.id)] == ["red", "fox"]
+    assert [m.text for m in store.messages(fork.id)] == ["red", tricky]
     assert _fts_rows(store) == _all_messages_as_fts(store)
     assert store._db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 

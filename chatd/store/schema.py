@@ -187,6 +187,8 @@ MIGRATIONS: list[str] = [
     # where a rowid table's append at the end starts one new page (bench T7: 5.2 -> 3.6 WAL frames a commit).
     # No foreign key: the cascade would scan every message of every conversation (no index can serve it);
     # `Store.delete` deletes the conversation's range itself. Conversation ids stay below 2**31, seqs below 2**32.
+    # `parts` is NULL for a message that is one text part (most are): its text is the `text` column, which
+    # the JSON repeated (a plain message's row is about half as long).
     """
     CREATE TABLE messages_v7 (
         id INTEGER PRIMARY KEY,
@@ -194,14 +196,16 @@ MIGRATIONS: list[str] = [
         seq INTEGER NOT NULL AS (id & 4294967295) VIRTUAL,
         role TEXT NOT NULL,
         text TEXT NOT NULL,
-        parts TEXT NOT NULL,
+        parts TEXT,
         model TEXT,
         turn_id TEXT,
         created_at REAL NOT NULL,
         turn TEXT
     );
     INSERT INTO messages_v7 (id, role, text, parts, model, turn_id, created_at, turn)
-        SELECT (conversation_id << 32) + seq, role, text, parts, model, turn_id, created_at, turn FROM messages
+        SELECT (conversation_id << 32) + seq, role, text,
+            CASE WHEN CAST(parts AS TEXT) = '[{"type":"text","text":' || json_quote(text) || '}]' THEN NULL ELSE parts END,
+            model, turn_id, created_at, turn FROM messages
         ORDER BY conversation_id, seq;
     DROP TABLE messages;
     ALTER TABLE messages_v7 RENAME TO messages;

@@ -119,11 +119,15 @@ def _conv(row: tuple) -> Conversation:
     )
 
 
+def _parts_column(parts: list[p.Part]) -> bytes | None:
+    """`messages.parts`: NULL for one text part (schema v7: its text is the `text` column), else the JSON."""
+    return None if len(parts) == 1 and type(parts[0]) is p.TextPart else _json(parts)
+
+
 def _message(row: tuple) -> p.MessageOut:
-    return p.MessageOut(
-        seq=row[0], role=row[1], text=row[2], parts=_parts_decoder.decode(row[3]),
-        model=row[4], turn_id=row[5], created_at=row[6],
-    )
+    parts = [p.TextPart(row[2])] if row[3] is None else _parts_decoder.decode(row[3])
+    return p.MessageOut(seq=row[0], role=row[1], text=row[2], parts=parts, model=row[4], turn_id=row[5],
+                        created_at=row[6])
 
 
 class Store:
@@ -290,7 +294,7 @@ class Store:
         for k, m in enumerate(messages):
             seq += 1
             text = text_of(m.parts)
-            rows.append((message_id(conv_id, seq), m.role, text, _json(m.parts), m.model, turn.id, now,
+            rows.append((message_id(conv_id, seq), m.role, text, _parts_column(m.parts), m.model, turn.id, now,
                          provenance if k == last else None))  # the turn's provenance rides on its last row
             out.append(p.MessageOut(seq=seq, role=m.role, text=text, parts=m.parts, model=m.model,
                                     turn_id=turn.id, created_at=now))
@@ -320,8 +324,8 @@ class Store:
             self._db.executemany(
                 "INSERT INTO messages (id, role, text, parts, model, turn_id, created_at)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [(message_id(conv_id, m.seq), m.role, text_of(m.parts), _json(m.parts), m.model, m.turn_id, m.created_at)
-                 for m in doc.messages],
+                [(message_id(conv_id, m.seq), m.role, text_of(m.parts), _parts_column(m.parts), m.model, m.turn_id,
+                  m.created_at) for m in doc.messages],
             )
         return self.get_by_id(conv_id)  # type: ignore[return-value, arg-type]
 
