@@ -46,8 +46,7 @@ class Reply:
             text = "".join(self.chunks)
             self.parts.append(p.TextPart(text))
             if self.counter is not None:
-                self.counter.remember(text, self._count.total())
-            self._count = TextCount()
+                self.counter.remember(text, self._count.total())  # total() also starts the count over
             self.chunks = []  # a new list: `streaming` keeps the old one for late subscribers
         elif self.chunks:
             self.parts[-1] = p.TextPart(self.parts[-1].text + "".join(self.chunks))  # type: ignore[union-attr]

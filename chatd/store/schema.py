@@ -184,7 +184,7 @@ MIGRATIONS: list[str] = [
     # rowid already), with `conversation_id` and `seq` virtual columns computed from it, so a conversation's
     # messages are still stored in seq order and found by a range of `id`s. A WITHOUT ROWID table is an index
     # B-tree, where an append that fills the last leaf rebalances it with its two siblings: 4 pages written
-    # where a rowid table's append at the end starts one new page (bench T7: 5.2 -> 3.6 WAL frames a commit).
+    # where a rowid table's append at the end starts one new page (bench T7: 4.9 -> 3.5 WAL frames a commit).
     # No foreign key: the cascade would scan every message of every conversation (no index can serve it);
     # `Store.delete` deletes the conversation's range itself. Conversation ids stay below 2**31, seqs below 2**32.
     # `parts` is NULL for a message that is one text part (most are): its text is the `text` column, which

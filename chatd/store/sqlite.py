@@ -40,7 +40,8 @@ _json = msgspec.json.encode
 SPEND_UPSERT = ("INSERT INTO spend VALUES (?, date(?, 'unixepoch'), ?, ?) ON CONFLICT (conversation_id, day)"
                 " DO UPDATE SET tokens = tokens + excluded.tokens, cost = cost + excluded.cost")
 # Background checkpoints (see the module doc): a pass starts once this many rows have changed since the last
-# (a turn changes 4 rows and writes ~5 WAL pages, so ~1,000 pages, SQLite's default); the inline safety net.
+# (a turn changes 4 rows and writes ~3.5 WAL pages since schema v7, so ~700 pages; SQLite's default is 1,000);
+# the inline safety net.
 CHECKPOINT_CHANGES = 800
 SAFETY_NET_PAGES = 4000
 PASS_ROUNDS = 3
