@@ -617,6 +617,24 @@ def test_odd_cancel_notifications_are_ignored(daemon, bystander, connect, params
     bystander.check()
 
 
+def test_a_request_cancelled_in_the_same_read_is_answered_once_and_never_runs(daemon, bystander, connect):
+    """The cancel is read with the request, before its handler's first step (whose code then never
+    runs): the -32800 reply must still come, once, and the turn must leave nothing behind."""
+    conn = connect()
+    send = {"jsonrpc": "2.0", "id": 9, "method": p.CHAT_SEND,
+            "params": {"conversation": "cancelled-unstarted", "text": "x", "params": {"echoDelayMs": 50}}}
+    cancel = {"jsonrpc": "2.0", "method": p.CANCEL_REQUEST, "params": {"id": 9}}
+    conn.send_raw(conn.frame(msgspec.json.encode(send)) + conn.frame(msgspec.json.encode(cancel)))
+    error = conn.expect_error(9, p.REQUEST_CANCELLED)
+    assert error["message"] == 'Request with id "9" is canceled'
+    conn.half_close()
+    assert conn.read_until_eof() == []  # no second answer to id 9
+    assert not any(n["method"] == p.CHAT_TURN_STARTED for n in conn.notifications), conn.notifications
+    listed = bystander.conn.call(p.CONVERSATION_LIST, {"limit": 1000})["conversations"]
+    assert "cancelled-unstarted" not in [c["name"] for c in listed]
+    bystander.check()
+
+
 def test_a_notification_with_scalar_params_is_an_invalid_request(daemon, bystander, connect):
     conn = connect()
     conn.send({"jsonrpc": "2.0", "method": p.CANCEL_REQUEST, "params": "x"})

@@ -71,7 +71,7 @@ def _bound(conn: Connection, name: str, fn: Callable[..., Any], ptype: type | No
         async def run_async(params: Any) -> Any:
             try:
                 return await fn(conn, _convert(params, ptype))
-            except Exception as exc:  # CancelledError passes: pygls answers -32800
+            except Exception as exc:  # CancelledError passes: rpc answers -32800
                 return _error(exc, name)
 
         return run_async
