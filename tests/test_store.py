@@ -230,8 +230,37 @@ def test_migration_7_keys_messages_by_conversation_and_seq_in_one_rowid(tmp_path
     assert store._db.execute("SELECT count(*) FROM messages WHERE conversation_id = 1").fetchone()[0] == 0
     assert [(h.conversation, h.seq) for h in ctx.search("red")] == [("a2", 1)]
     assert [m.text for m in store.messages(fork.id)] == ["red", tricky]
-    assert _fts_rows(store) == _all_messages_as_fts(store)
+    _assert_index_whole(store)
     assert store._db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_migration_8_indexes_what_was_indexed_without_a_copy_of_the_text(tmp_path):
+    """v7's index kept its own copy of every text; v8 reads `messages`. What v7 had indexed is indexed
+    again, what was pending stays pending for `index_pending`, and deletes of both kinds keep it whole."""
+    path = str(tmp_path / "v7.db")
+    db = _database_at(path, 7)
+    db.execute("INSERT INTO conversations (id, name, created_at, updated_at, last_seq, message_count, indexed_seq)"
+               " VALUES (1, 'a', 1, 1, 3, 3, 2), (2, 'b', 1, 1, 2, 2, 0)")
+    rows = [(1, 1, "otter pup"), (1, 2, "otter den"), (1, 3, "pending otter"), (2, 1, "heron"), (2, 2, "")]
+    db.executemany("INSERT INTO messages (id, role, text, created_at) VALUES (?, 'user', ?, 1)",
+                   [((conv << 32) + seq, text) for conv, seq, text in rows])
+    db.executemany("INSERT INTO message_fts (rowid, text) VALUES (?, ?)",
+                   [((1 << 32) + seq, text) for conv, seq, text in rows if conv == 1 and seq <= 2])
+    db.close()
+
+    store = Store(path)
+    assert store._db.execute("PRAGMA user_version").fetchone()[0] == schema.VERSION >= 8
+    assert _fts_rows(store) == [((1 << 32) + 1, "otter pup"), ((1 << 32) + 2, "otter den")]
+    assert store._db.execute("SELECT count(*) FROM sqlite_master WHERE name = 'message_fts_content'").fetchone() == (0,)
+    store.delete(2)  # never indexed: the trigger must not tell the index to remove it
+    assert store.index_pending() == 1
+    _assert_index_whole(store)
+    ctx = ContextStore(store)
+    assert sorted(h.seq for h in ctx.search("otter")) == [1, 2, 3]
+    assert [h.snippet for h in ctx.search("den")] == ["otter **den**"]  # the snippet is cut from messages.text
+    store.clear(1)
+    assert _fts_rows(store) == [] and ctx.search("otter") == []
+    store._db.execute("INSERT INTO message_fts (message_fts, rank) VALUES ('integrity-check', 1)")
 
 
 def test_an_append_writes_few_pages(tmp_path):
@@ -278,12 +307,18 @@ def test_append_reads_no_history(tmp_path):
 
 
 def _fts_rows(store: Store) -> list[tuple[int, str]]:
-    return store._db.execute("SELECT rowid, text FROM message_fts ORDER BY rowid").fetchall()
+    """The messages in the full-text index. Since v8 it keeps no text of its own (it reads `messages`, so
+    a SELECT on it lists every message); its docsize table has a row for each message it indexed."""
+    return store._db.execute("SELECT d.id, m.text FROM message_fts_docsize d JOIN messages m ON m.id = d.id"
+                             " ORDER BY d.id").fetchall()
 
 
-def _all_messages_as_fts(store: Store) -> list[tuple[int, str]]:
-    return store._db.execute("SELECT (conversation_id << 32) + seq, text FROM messages WHERE text != ''"
-                             " ORDER BY 1").fetchall()
+def _assert_index_whole(store: Store) -> None:
+    """Every message with text is indexed, and FTS5 finds the index exactly what those texts tokenize to
+    (integrity-check with rank 1 compares it with the content; a 'delete' of terms it never had fails it)."""
+    everything = store._db.execute("SELECT id, text FROM messages WHERE text != '' ORDER BY id").fetchall()
+    assert _fts_rows(store) == everything
+    store._db.execute("INSERT INTO message_fts (message_fts, rank) VALUES ('integrity-check', 1)")
 
 
 def test_commits_leave_the_search_index_to_index_pending_and_search_sees_everything(tmp_path):
@@ -297,7 +332,7 @@ def test_commits_leave_the_search_index_to_index_pending_and_search_sees_everyth
     store._db.set_trace_callback(None)
     assert not any("fts" in s.lower() for s in statements) and _fts_rows(store) == []
     assert [(h.conversation, h.seq) for h in ctx.search("zebra")] == [("c", 1), ("c", 2)]
-    assert _fts_rows(store) == _all_messages_as_fts(store)
+    _assert_index_whole(store)
     assert store.index_pending() == 0  # nothing twice
 
 
@@ -316,12 +351,12 @@ def test_index_pending_in_budgeted_steps_covers_forks_imports_and_clears(tmp_pat
         steps.append(n)
         assert n <= 8
     assert sum(steps) == 60 + 10 + 2 and len(steps) >= 72 // 8
-    assert _fts_rows(store) == _all_messages_as_fts(store)
+    _assert_index_whole(store)
     ctx = ContextStore(store)
     assert {h.conversation for h in ctx.search("apple", limit=100)} == {"a", "a-fork"}
     assert ctx.search("banana") == [] and [h.seq for h in ctx.search("cherry")] == [3, 4]
     store.delete(fork.id)
-    assert _fts_rows(store) == _all_messages_as_fts(store)
+    _assert_index_whole(store)
 
 
 # ---------------------------------------------------------------- group commit

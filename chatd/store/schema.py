@@ -213,6 +213,28 @@ MIGRATIONS: list[str] = [
         DELETE FROM message_fts WHERE rowid = OLD.id;
     END;
     """,
+    # 8: the full-text index keeps no copy of the text. It was an FTS5 table with its own content (every
+    # message's text stored twice, ~40% of the file); it now reads `messages.text` by `id` (external
+    # content), and `Store.index_pending` adds a message with a plain INSERT (its REPLACE also read and
+    # deleted the copy). An external-content index is told what to remove: FTS5's 'delete' command with
+    # the text it indexed, and only for a message it did index (deleting terms it never had corrupts it).
+    # Messages are never edited, and the trigger checks the conversation's `indexed_seq` (`Store.delete`
+    # deletes the messages before their conversation row). What was indexed is indexed again here.
+    """
+    DROP TRIGGER message_fts_delete;
+    DROP TABLE message_fts;
+    CREATE VIRTUAL TABLE message_fts USING fts5(
+        text, content = 'messages', content_rowid = 'id', tokenize = 'unicode61 remove_diacritics 2');
+    INSERT INTO message_fts (rowid, text)
+        SELECT m.id, m.text FROM conversations c
+        JOIN messages m ON m.id > (c.id << 32) AND m.id <= (c.id << 32) + c.indexed_seq
+        WHERE m.text != '';
+    CREATE TRIGGER message_fts_delete AFTER DELETE ON messages
+    WHEN OLD.text != '' AND OLD.seq <= (SELECT indexed_seq FROM conversations WHERE id = OLD.conversation_id)
+    BEGIN
+        INSERT INTO message_fts (message_fts, rowid, text) VALUES ('delete', OLD.id, OLD.text);
+    END;
+    """,
 ]
 
 VERSION = len(MIGRATIONS)

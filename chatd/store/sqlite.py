@@ -357,7 +357,7 @@ class Store:
                     if len(seqs) > room:
                         upto = seqs[room - 1][0]
                 n += self._db.execute(
-                    "INSERT OR REPLACE INTO message_fts (rowid, text) SELECT id, text FROM messages"
+                    "INSERT INTO message_fts (rowid, text) SELECT id, text FROM messages"
                     " WHERE id > ? AND id <= ? AND text != ''",
                     (message_id(conv_id, done), message_id(conv_id, upto))).rowcount
                 self._db.execute("UPDATE conversations SET indexed_seq = ? WHERE id = ?", (upto, conv_id))
