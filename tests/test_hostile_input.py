@@ -635,6 +635,22 @@ def test_a_request_cancelled_in_the_same_read_is_answered_once_and_never_runs(da
     bystander.check()
 
 
+def test_an_id_reused_while_in_flight_does_not_lose_the_later_request(daemon, bystander, connect):
+    """A client reuses an id before its first request is answered. The first to finish must not take the
+    other's place in the table of requests in flight: after a half-close the daemon still waits for it."""
+    conn = connect()
+    for conversation, delay in (("reused-id-fast", 1), ("reused-id-slow", 300)):
+        conn.send({"jsonrpc": "2.0", "id": 5, "method": p.CHAT_SEND,
+                   "params": {"conversation": conversation, "text": "a few words", "params": {"echoDelayMs": delay}}})
+    first = conn.reply(5)
+    conn.half_close()
+    rest = conn.read_until_eof()
+    assert [m["id"] for m in rest] == [5], rest
+    assert {first["result"]["conversation"], rest[0]["result"]["conversation"]} == {"reused-id-fast",
+                                                                                    "reused-id-slow"}
+    bystander.check()
+
+
 def test_a_notification_with_scalar_params_is_an_invalid_request(daemon, bystander, connect):
     conn = connect()
     conn.send({"jsonrpc": "2.0", "method": p.CANCEL_REQUEST, "params": "x"})

@@ -201,22 +201,23 @@ class ChatdProtocol(JsonRPCProtocol):
         """Run an async handler as a task (filed in `_request_futures`, where `$/cancelRequest` finds it)
         and answer from the task's own last step. pygls answers from a done-callback: one more loop
         iteration, and a write of its own after the tick's other messages (the turn's last notifications)."""
+        task = asyncio.current_task()
         try:
             result = await handler(params)  # type: ignore[misc]
         except asyncio.CancelledError:
-            self._answer_cancelled(msg_id)
+            self._answer_cancelled(msg_id, task)  # type: ignore[arg-type]
             raise
         except Exception as exc:  # handlers.bind returns expected failures as ErrorReplies: this is a bug
             log.exception("%s: request %r failed", self.conn.name, msg_id)
             result = ErrorReply(p.INTERNAL_ERROR, f"internal error: {_short(exc)}")
-        self._request_futures.pop(msg_id, None)
+        if self._request_futures.get(msg_id) is task:  # not a later request the client gave the same id
+            del self._request_futures[msg_id]
         self._send_response(msg_id, result)
 
-    def _answer_cancelled(self, msg_id: Any, task: "asyncio.Future[Any] | None" = None) -> None:
+    def _answer_cancelled(self, msg_id: Any, task: "asyncio.Future[Any]") -> None:
         """A cancelled handler's -32800 reply, sent once: from its task, or (cancelled before its first
         step, when its code never ran) from the done-callback the cancel added."""
-        future = self._request_futures.get(msg_id)
-        if future is None or (task is not None and future is not task):
+        if self._request_futures.get(msg_id) is not task:
             return
         del self._request_futures[msg_id]
         self._send_response(msg_id, ErrorReply(p.REQUEST_CANCELLED, f'Request with id "{msg_id}" is canceled'))
