@@ -29,7 +29,7 @@ class Reply:
 
     __slots__ = ("parts", "chunks", "usage", "reason", "counter", "_count")
 
-    def __init__(self, counter: TokenCounter | None = None) -> None:
+    def __init__(self, counter: TokenCounter) -> None:
         self.parts: list[p.Part] = []
         self.chunks: list[str] = []
         self.usage = p.Usage()
@@ -45,8 +45,7 @@ class Reply:
         if self.chunks and (not self.parts or not isinstance(self.parts[-1], p.TextPart)):
             text = "".join(self.chunks)
             self.parts.append(p.TextPart(text))
-            if self.counter is not None:
-                self.counter.remember(text, self._count.total())  # total() also starts the count over
+            self.counter.remember(text, self._count.total())  # total() also starts the count over
             self.chunks = []  # a new list: `streaming` keeps the old one for late subscribers
         elif self.chunks:
             self.parts[-1] = p.TextPart(self.parts[-1].text + "".join(self.chunks))  # type: ignore[union-attr]
