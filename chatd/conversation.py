@@ -42,10 +42,12 @@ from chatd.turn import Reply, Turn, tokens_used
 
 log = logging.getLogger("chatd.conversation")
 
-INDEX_AFTER_S = 0.5  # new messages reach the search index this long after a write, in the background
+# new messages are folded into the search index, the conversation rows' counters and the spend ledger
+# (`Store.fold_pending`, schema v9) this long after a write, in the background
+FOLD_AFTER_S = 0.5
 # messages per background step: ~0.75 ms of the loop (500 took ~4 ms, a stall every turn in flight felt);
-# with more pending the next step runs on the next loop iteration. A search indexes any rest first.
-INDEX_BUDGET = 100
+# with more pending the next step runs on the next loop iteration. A search folds any rest first.
+FOLD_BUDGET = 100
 from chatd.windowing import ContextManager, check_keep
 
 _CACHE_SIZE = 64
@@ -126,7 +128,7 @@ class ConversationService:
         self.context = ContextManager(store, registry, providers, events, context)  # windows, budgets, search
         self._states: OrderedDict[int, _State] = OrderedDict()
         self._closing = False
-        self._index_timer: asyncio.Handle | None = None
+        self._fold_timer: asyncio.Handle | None = None
 
     # ------------------------------------------------------------ conversations
     def lookup(self, name: str) -> Conversation:
@@ -211,7 +213,7 @@ class ConversationService:
         if self.store.get(params.new_name) is not None:
             raise AlreadyExists(params.new_name)
         fork = self.store.fork(source, params.new_name, params.at_seq)
-        self._index_soon()
+        self._fold_soon()
         self.events.publish(fork.id, p.CONVERSATION_CHANGED, p.ConversationChanged(name=fork.name, kind="created",
                                                                                    conversation=info(fork)))
         return fork
@@ -228,7 +230,7 @@ class ConversationService:
         if self.store.get(name) is not None:
             raise AlreadyExists(name)
         conv = self.store.import_conversation(name, doc)
-        self._index_soon()
+        self._fold_soon()
         self.events.publish(conv.id, p.CONVERSATION_CHANGED, p.ConversationChanged(name=conv.name, kind="created",
                                                                                    conversation=info(conv)))
         return conv
@@ -312,33 +314,33 @@ class ConversationService:
     async def close(self) -> None:
         """Refuse new turns, cancel running ones and wait for them to unwind."""
         self._closing = True
-        if self._index_timer is not None:
-            self._index_timer.cancel()
-            self._index_timer = None
+        if self._fold_timer is not None:
+            self._fold_timer.cancel()
+            self._fold_timer = None
         tasks = [s.task for s in self._running if s.task is not None]
         for task in tasks:
             task.cancel()
         if tasks:
             await asyncio.wait(tasks, timeout=5)
 
-    def _index_soon(self) -> None:
-        """Index new messages for search soon, off the commit path (schema v4); one timer at a time."""
-        if self._index_timer is None and not self._closing:
+    def _fold_soon(self) -> None:
+        """Fold new messages soon, off the commit path (schema v9); one timer at a time."""
+        if self._fold_timer is None and not self._closing:
             try:
-                self._index_timer = asyncio.get_running_loop().call_later(INDEX_AFTER_S, self._index_step)
-            except RuntimeError:  # no loop (a synchronous caller): the next search indexes them
+                self._fold_timer = asyncio.get_running_loop().call_later(FOLD_AFTER_S, self._fold_step)
+            except RuntimeError:  # no loop (a synchronous caller): the next search or the close folds them
                 pass
 
-    def _index_step(self) -> None:
-        self._index_timer = None
+    def _fold_step(self) -> None:
+        self._fold_timer = None
         try:
-            if self.store.index_pending(INDEX_BUDGET) >= INDEX_BUDGET and not self._closing:
+            if self.store.fold_pending(FOLD_BUDGET) >= FOLD_BUDGET and not self._closing:
                 # more pending: the next step once the loop has served what is ready in between
-                self._index_timer = asyncio.get_running_loop().call_soon(self._index_step)
+                self._fold_timer = asyncio.get_running_loop().call_soon(self._fold_step)
         except StorageError as err:
-            log.warning("search index not brought up to date (the next search retries): %s", err)
+            log.warning("new messages not folded yet (the next step retries; reads count them meanwhile): %s", err)
         except Exception:  # a background step: never into the loop's handler
-            log.exception("search index not brought up to date (the next search retries)")
+            log.exception("new messages not folded yet (the next step retries; reads count them meanwhile)")
 
     @property
     def active_turns(self) -> int:
@@ -479,7 +481,7 @@ class ConversationService:
         except LookupError:
             raise TurnFailed(f"conversation {conv.name!r} was deleted during the turn") from None
         state.add_messages(stored)
-        self._index_soon()
+        self._fold_soon()
         state.conv = msgspec.structs.replace(conv, last_seq=stored[-1].seq, last_model=spec.name,
                                              message_count=conv.message_count + len(stored), updated_at=finished)
         self.events.publish(conv.id, p.CONVERSATION_CHANGED, p.ConversationChanged(

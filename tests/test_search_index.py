@@ -22,8 +22,8 @@ def _indexed(store: Store) -> int:
 
 
 def test_the_service_indexes_new_messages_in_the_background_in_bounded_steps(tmp_path, monkeypatch):
-    monkeypatch.setattr(conversation, "INDEX_AFTER_S", 0.0)  # the step's delay, not its work
-    monkeypatch.setattr(conversation, "INDEX_BUDGET", 4)
+    monkeypatch.setattr(conversation, "FOLD_AFTER_S", 0.0)  # the step's delay, not its work
+    monkeypatch.setattr(conversation, "FOLD_BUDGET", 4)
     store = Store(str(tmp_path / "chatd.db"))
     service = ConversationService(store, ModelRegistry(), {"echo": EchoProvider()}, NoClients())
 
@@ -33,21 +33,21 @@ def test_the_service_indexes_new_messages_in_the_background_in_bounded_steps(tmp
         for word in ("quokka", "wombat", "numbat"):
             await service.send(p.ChatSendParams(conversation="bg", text=word))
             seen.append(_indexed(store))  # the commit itself indexed nothing new
-            while service._index_timer is not None:  # until the service's own steps have run
+            while service._fold_timer is not None:  # until the service's own steps have run
                 await asyncio.sleep(0)
             seen.append(_indexed(store))
         # a long delay from here on: the first step is run by hand, the rest must follow on the loop's
         # next iterations without waiting for the delay again
-        monkeypatch.setattr(conversation, "INDEX_AFTER_S", 60.0)
+        monkeypatch.setattr(conversation, "FOLD_AFTER_S", 60.0)
         service.fork(p.ConversationForkParams(name="bg", new_name="bg-copy"))  # 6 messages at once
         steps = [_indexed(store)]
-        service._index_timer.cancel()
-        service._index_step()
+        service._fold_timer.cancel()
+        service._fold_step()
         spins = 0
         while spins < 100:
             if _indexed(store) != steps[-1]:
                 steps.append(_indexed(store))
-            if service._index_timer is None:
+            if service._fold_timer is None:
                 break
             await asyncio.sleep(0)
             spins += 1
@@ -59,4 +59,4 @@ def test_the_service_indexes_new_messages_in_the_background_in_bounded_steps(tmp
     assert steps == [6, 10, 12]  # a step of 4 (the budget), the loop served, then the other 2 at once
     hits = ContextStore(store).search("wombat")
     assert sorted((h.conversation, h.seq) for h in hits) == [("bg", 3), ("bg", 4), ("bg-copy", 3), ("bg-copy", 4)]
-    assert store.index_pending() == 0
+    assert store.fold_pending() == 0

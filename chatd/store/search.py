@@ -1,10 +1,10 @@
 """Full-text search, compactions and spending, over the tables of schema migrations 3 and 5.
 
-The spend ledger is written by triggers (see `schema.py`), so every path that writes turns keeps it in
-step without code here. The FTS index loses deleted messages by trigger too, but new messages reach it
-off the commit path (`Store.index_pending`), so a search first indexes whatever is pending: it always
-sees every committed message. This module otherwise only reads, and writes compaction records (a
-summary sent instead of older turns; the turns themselves are never touched).
+New messages reach the FTS index and the spend ledger off the commit path (`Store.fold_pending`, schema
+v9), so a search first folds whatever is pending, and the sums of spending add the turns not yet folded
+(the store's tails): both always see every committed message. The index loses deleted messages by
+trigger. This module otherwise only reads, and writes compaction records (a summary sent instead of
+older turns; the turns themselves are never touched) and spending that is not a turn.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import time
 
 import msgspec
 
-from chatd.store.sqlite import SPEND_UPSERT, Store, message_span
+from chatd.store.sqlite import SPEND_UPSERT, TAIL, TURN_COST, TURN_TOKENS, Store, message_span
 
 
 class Compaction(msgspec.Struct):
@@ -79,7 +79,7 @@ class ContextStore:
         query = fts_query(text)
         if not query:
             return []
-        self._store.index_pending()
+        self._store.fold_pending()
         where = "message_fts MATCH ?"
         args: list = [mark[0], mark[1], query]
         if conversation_id is not None:
@@ -131,13 +131,22 @@ class ContextStore:
             self._db.execute(SPEND_UPSERT, (conv_id, time.time(), tokens, cost))
 
     def spent(self, conv_id: int) -> tuple[int, float]:
-        """(tokens, cost) of a conversation's whole life, clears included."""
-        row = self._db.execute("SELECT coalesce(sum(tokens), 0), coalesce(sum(cost), 0) FROM spend"
-                               " WHERE conversation_id = ?", (conv_id,)).fetchone()
+        """(tokens, cost) of a conversation's whole life, clears included: its ledger and its tail."""
+        row = self._db.execute(
+            "SELECT coalesce(sum(tokens), 0), coalesce(sum(cost), 0) FROM ("
+            " SELECT tokens, cost FROM spend WHERE conversation_id = ?1"
+            f" UNION ALL SELECT {TURN_TOKENS}, {TURN_COST} FROM conversations c JOIN messages m ON {TAIL}"
+            "  WHERE c.id = ?1 AND m.turn IS NOT NULL)", (conv_id,)).fetchone()
         return row[0], row[1]
 
     def spent_today(self) -> tuple[int, float]:
-        """(tokens, cost) of every turn of the daemon since 00:00 UTC."""
-        row = self._db.execute("SELECT coalesce(sum(tokens), 0), coalesce(sum(cost), 0) FROM spend"
-                               " WHERE day = date('now')").fetchone()
+        """(tokens, cost) of every turn since 00:00 UTC: the ledger's day and the tails of the conversations
+        this store wrote (a process that wrote on the same file counts once it has folded, on closing)."""
+        row = self._db.execute(
+            "SELECT coalesce(sum(tokens), 0), coalesce(sum(cost), 0) FROM ("
+            " SELECT tokens, cost FROM spend WHERE day = date('now')"
+            f" UNION ALL SELECT {TURN_TOKENS}, {TURN_COST} FROM conversations c JOIN messages m ON {TAIL}"
+            "  WHERE c.id IN (SELECT value FROM json_each(?)) AND m.turn IS NOT NULL"
+            "  AND date(json_extract(m.turn, '$.finishedAt'), 'unixepoch') = date('now'))",
+            (msgspec.json.encode(sorted(self._store.pending)),)).fetchone()
         return row[0], row[1]

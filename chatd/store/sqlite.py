@@ -1,14 +1,19 @@
 """SQLite persistence for conversations, messages and turn provenance; the only writer of that data.
 
 Invariants:
-- A turn is atomic: its messages (the last carrying the turn's provenance), the conversation's counters and
-  the spend ledger, or nothing.
+- A turn is atomic: its messages (the last carrying the turn's provenance), or nothing. A commit writes
+  those rows and nothing else (schema v9): what is derived from messages (the conversation row's
+  `last_seq`, `message_count`, `last_model` and `updated_at`, the spend ledger, the full-text index) is
+  folded in later, in batches (`fold_pending`), up to the row's `folded_seq`. Every read adds the
+  messages after `folded_seq` (the tail: a few, or none), so what a read returns is exact at any time.
   `commit_turn` is one transaction. The daemon's `commit_turn_grouped` is one SAVEPOINT in a transaction
   shared with the turns finishing in the same event-loop iteration, committed on the next iteration, and
   returns only after that COMMIT (group commit: under load one BEGIN, COMMIT and WAL write for many turns;
   a lone turn would pay a loop hop and a savepoint for nothing, so the service uses `commit_turn` then).
 - `seq` is per conversation, strictly increasing, never reused (clear keeps the counter).
-- Appending reads and writes O(1) rows whatever the history length.
+- Appending reads and writes O(1) rows whatever the history length; a read of a conversation costs
+  O(its tail). The store folds the conversations it wrote (`pending`, found again on opening for what a
+  process that died left) when asked, before a search, and when it closes.
 - WAL with synchronous=NORMAL: a committed turn survives `kill -9` of the daemon (the WAL is in the OS
   page cache); only a power loss can take the last few commits. The file is created 0600.
 - With `background_checkpoints` (the daemon), WAL checkpoints run on a worker thread with a connection of
@@ -37,10 +42,19 @@ from chatd.store import schema
 _parts_decoder = msgspec.json.Decoder(list[p.Part])
 _json = msgspec.json.encode
 # the spend ledger: one row per conversation and UTC day, added to (params: conversation, Unix time, tokens, cost)
-SPEND_UPSERT = ("INSERT INTO spend VALUES (?, date(?, 'unixepoch'), ?, ?) ON CONFLICT (conversation_id, day)"
-                " DO UPDATE SET tokens = tokens + excluded.tokens, cost = cost + excluded.cost")
+_ADD_SPEND = (" ON CONFLICT (conversation_id, day)"
+              " DO UPDATE SET tokens = tokens + excluded.tokens, cost = cost + excluded.cost")
+SPEND_UPSERT = "INSERT INTO spend VALUES (?, date(?, 'unixepoch'), ?, ?)" + _ADD_SPEND
+# a turn's tokens and cost, from the provenance on its last message row `m` (schema v6)
+TURN_TOKENS = ("coalesce(json_extract(m.turn, '$.usage.inputTokens'), 0)"
+               " + coalesce(json_extract(m.turn, '$.usage.outputTokens'), 0)")
+TURN_COST = "coalesce(json_extract(m.turn, '$.cost'), 0)"
+# conversation `c`'s messages `m` not yet folded (schema v9)
+TAIL = "m.id > (c.id << 32) + c.folded_seq AND m.id <= (c.id << 32) + 4294967295"
+_LIVE_LAST_SEQ = (f"max(c.last_seq, coalesce((SELECT m.id & 4294967295 FROM messages m WHERE {TAIL}"
+                  " ORDER BY m.id DESC LIMIT 1), 0))")
 # Background checkpoints (see the module doc): a pass starts once this many rows have changed since the last
-# (a turn changes 4 rows and writes ~3.5 WAL pages since schema v7, so ~700 pages; SQLite's default is 1,000);
+# (a turn changes 2 rows and writes ~1.3 WAL pages since schema v9, so ~500 pages; SQLite's default is 1,000);
 # the inline safety net.
 CHECKPOINT_CHANGES = 800
 SAFETY_NET_PAGES = 4000
@@ -88,9 +102,16 @@ def message_id(conv_id: int, seq: int) -> int:
 
 LAST_SEQ = 0xFFFFFFFF
 
-_CONV_COLS = (
-    "id, name, system, models, model_weights, prefer_model, params, last_model,"
-    " last_seq, message_count, created_at, updated_at"
+# A conversation as it is now: its row plus its tail (schema v9), in `_conv`'s order.
+_CONV_SELECT = (
+    "SELECT c.id, c.name, c.system, c.models, c.model_weights, c.prefer_model, c.params,"
+    f" coalesce((SELECT json_extract(m.turn, '$.model') FROM messages m WHERE {TAIL} AND m.turn IS NOT NULL"
+    " ORDER BY m.id DESC LIMIT 1), c.last_model),"
+    f" {_LIVE_LAST_SEQ},"
+    f" c.message_count + (SELECT count(*) FROM messages m WHERE {TAIL}),"
+    " c.created_at,"
+    f" max(c.updated_at, coalesce((SELECT max(m.created_at) FROM messages m WHERE {TAIL}), 0))"
+    " FROM conversations c"
 )
 
 
@@ -144,11 +165,19 @@ class Store:
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.execute("PRAGMA busy_timeout=1000")
         schema.migrate(self._db)
+        # the conversations this store may have left unfolded: what it writes, and what it finds on opening
+        # (a process that died before folding; ~1 µs a conversation)
+        self._pending: set[int] = {row[0] for row in self._db.execute(
+            f"SELECT c.id FROM conversations c WHERE EXISTS (SELECT 1 FROM messages m WHERE {TAIL})")}
         self._group: list[asyncio.Future] | None = None  # writers waiting on the open group's COMMIT
         self._checkpointer = _Checkpointer(self) if background_checkpoints and path != ":memory:" else None
 
     def close(self) -> None:
         self._commit_group()
+        try:
+            self.fold_pending()  # a short-lived process (`--standalone`) leaves nothing to fold behind
+        except StorageError:
+            pass  # the tail is read all the same; the next store to open this file folds it
         if self._checkpointer is not None:
             self._checkpointer.close()
         self._db.close()
@@ -159,17 +188,18 @@ class Store:
         return self._checkpointer.passes if self._checkpointer is not None else 0
 
     # ------------------------------------------------------------ conversations
+    @property
+    def pending(self) -> set[int]:
+        """The conversations whose messages may not all be folded yet (read-only to callers)."""
+        return self._pending
+
     def get(self, name: str) -> Conversation | None:
-        row = self._db.execute(f"SELECT {_CONV_COLS} FROM conversations WHERE name = ?", (name,)).fetchone()
+        row = self._db.execute(f"{_CONV_SELECT} WHERE c.name = ?", (name,)).fetchone()
         return _conv(row) if row else None
 
     def get_by_id(self, conv_id: int) -> Conversation | None:
-        row = self._db.execute(f"SELECT {_CONV_COLS} FROM conversations WHERE id = ?", (conv_id,)).fetchone()
+        row = self._db.execute(f"{_CONV_SELECT} WHERE c.id = ?", (conv_id,)).fetchone()
         return _conv(row) if row else None
-
-    def last_seq(self, conv_id: int) -> int | None:
-        row = self._db.execute("SELECT last_seq FROM conversations WHERE id = ?", (conv_id,)).fetchone()
-        return row[0] if row else None
 
     def create(
         self,
@@ -200,16 +230,16 @@ class Store:
                             updated_at=now)
 
     def list(self, query: str | None = None, limit: int = 100) -> list[Conversation]:
-        sql = f"SELECT {_CONV_COLS} FROM conversations"
+        sql = _CONV_SELECT
         args: tuple = ()
         if query:
-            sql += " WHERE name LIKE ? ESCAPE '\\'"
+            sql += " WHERE c.name LIKE ? ESCAPE '\\'"
             escaped = query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
             args = (f"%{escaped}%",)
-        sql += " ORDER BY updated_at DESC LIMIT ?"
+        sql += " ORDER BY 12 DESC LIMIT ?"  # the live updated_at
         return [_conv(r) for r in self._db.execute(sql, (*args, limit))]
 
-    _UPDATABLE = {"name", "system", "models", "model_weights", "prefer_model", "params", "last_model"}
+    _UPDATABLE = {"name", "system", "models", "model_weights", "prefer_model", "params"}
 
     def update(self, conv_id: int, **fields: Any) -> Conversation:
         unknown = set(fields) - self._UPDATABLE
@@ -227,15 +257,19 @@ class Store:
 
     def delete(self, conv_id: int) -> None:
         with self._transaction():
+            self._fold(conv_id)  # its spending stays in the ledger (as conversation 0's)
             self._db.execute("DELETE FROM messages WHERE id BETWEEN ? AND ?", message_span(conv_id))
             self._db.execute("DELETE FROM conversations WHERE id = ?", (conv_id,))
+        self._pending.discard(conv_id)
 
     def clear(self, conv_id: int) -> Conversation:
         with self._transaction():
+            self._fold(conv_id)  # the row then counts every message (and `last_seq` keeps the last)
             self._db.execute("DELETE FROM messages WHERE id BETWEEN ? AND ?", message_span(conv_id))
             self._db.execute(
                 "UPDATE conversations SET message_count = 0, updated_at = ? WHERE id = ?", (time.time(), conv_id)
             )
+        self._pending.discard(conv_id)
         return self.get_by_id(conv_id)  # type: ignore[return-value]
 
     def fork(self, source: Conversation, new_name: str, at_seq: int | None) -> Conversation:
@@ -250,14 +284,9 @@ class Store:
                 " SELECT ? + seq, role, text, parts, model, turn_id, created_at FROM messages"
                 " WHERE id BETWEEN ? AND ?",
                 (message_id(fork.id, 0), message_id(source.id, 1), message_id(source.id, max(min(upto, LAST_SEQ), 0))),
-            )
-            count, last = self._db.execute(
-                "SELECT count(*), coalesce(max(seq), 0) FROM messages WHERE id BETWEEN ? AND ?", message_span(fork.id)
-            ).fetchone()
-            self._db.execute(
-                "UPDATE conversations SET message_count = ?, last_seq = ?, last_model = ? WHERE id = ?",
-                (count, last, source.last_model, fork.id),
-            )
+            )  # the copies are the fork's tail (copies have no provenance: `last_model` is the row's)
+            self._db.execute("UPDATE conversations SET last_model = ? WHERE id = ?", (source.last_model, fork.id))
+            self._pending.add(fork.id)
         return self.get_by_id(fork.id)  # type: ignore[return-value]
 
     # ------------------------------------------------------------ messages and turns
@@ -277,15 +306,11 @@ class Store:
     def _write_turn(self, conv_id: int, turn: TurnRecord, messages: list[NewMessage]) -> list[p.MessageOut]:
         now = time.time()
         out: list[p.MessageOut] = []
-        # One statement claims the seqs and bumps the counters (no read-then-write).
-        row = self._db.execute(
-            "UPDATE conversations SET last_seq = last_seq + ?, message_count = message_count + ?,"
-            " last_model = ?, updated_at = ? WHERE id = ? RETURNING last_seq",
-            (len(messages), len(messages), turn.model, now, conv_id),
-        ).fetchone()
+        # The seqs follow the last one (a read: this transaction holds the write lock); the row is not written.
+        row = self._db.execute(f"SELECT {_LIVE_LAST_SEQ} FROM conversations c WHERE c.id = ?", (conv_id,)).fetchone()
         if row is None:
             raise LookupError("conversation was deleted during the turn")
-        seq = row[0] - len(messages)
+        seq = row[0]
         provenance = _json({"model": turn.model, "provider": turn.provider, "attempts": turn.attempts,
                             "usage": turn.usage, "cost": turn.cost, "finishReason": turn.finish_reason,
                             "startedAt": turn.started_at, "finishedAt": turn.finished_at,
@@ -304,23 +329,21 @@ class Store:
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             rows,
         )
-        self._db.execute(SPEND_UPSERT, (conv_id, turn.finished_at, turn.usage.input_tokens + turn.usage.output_tokens,
-                                        turn.cost))
+        self._pending.add(conv_id)
         return out
 
     def import_conversation(self, name: str, doc: p.ExportDocument) -> Conversation:
         """Insert an exported conversation whole, in one transaction: its settings, counters and times, and
         its messages with their own seqs, turn ids and times (`conversation/import`). Turn provenance is not
-        part of the format, so nothing is added to the spend ledger."""
+        part of the format, so nothing is added to the spend ledger. The messages are the new row's tail;
+        its `last_seq` is the document's, which a clear can have left above the last message's."""
         c = doc.conversation
-        last_seq = max([c.last_seq, *(m.seq for m in doc.messages)])
         with self._transaction():
             conv_id = self._db.execute(
                 "INSERT INTO conversations (name, system, models, model_weights, prefer_model, params, last_model,"
-                " last_seq, message_count, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " last_seq, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (name, c.system, _json(c.models), _json(c.model_weights) if c.model_weights else None,
-                 c.prefer_model, _json(c.params), c.last_model, last_seq, len(doc.messages), c.created_at,
-                 c.updated_at),
+                 c.prefer_model, _json(c.params), c.last_model, c.last_seq, c.created_at, c.updated_at),
             ).lastrowid
             self._db.executemany(
                 "INSERT INTO messages (id, role, text, parts, model, turn_id, created_at)"
@@ -328,6 +351,7 @@ class Store:
                 [(message_id(conv_id, m.seq), m.role, text_of(m.parts), _parts_column(m.parts), m.model, m.turn_id,
                   m.created_at) for m in doc.messages],
             )
+            self._pending.add(conv_id)  # type: ignore[arg-type]
         return self.get_by_id(conv_id)  # type: ignore[return-value, arg-type]
 
     def turn(self, conv_id: int, turn_id: str) -> dict[str, Any] | None:
@@ -339,31 +363,55 @@ class Store:
         ).fetchone()
         return {"id": turn_id, **msgspec.json.decode(row[0])} if row else None
 
-    # ------------------------------------------------------------ the full-text index
-    def index_pending(self, budget: int | None = None) -> int:
-        """Add the messages committed since the last call to the full-text index (schema v4: commits
-        leave it to this); at most about `budget` messages when given. Returns how many were indexed.
-        One transaction with the watermarks, so the index never holds a message twice or misses one."""
-        n = 0
+    # ------------------------------------------------------------ folding (schema v9)
+    def fold_pending(self, budget: int | None = None) -> int:
+        """Fold the messages committed since the last fold into what is derived from them: the full-text
+        index, the conversation row's counters and the spend ledger; at most about `budget` messages when
+        given. Returns how many were folded. One transaction with the watermarks, so nothing is ever
+        counted or indexed twice or missed."""
+        n, done = 0, []
         with self._transaction():
-            pending = self._db.execute(
-                "SELECT id, indexed_seq, last_seq FROM conversations WHERE indexed_seq < last_seq").fetchall()
-            for conv_id, done, last in pending:
-                upto = last
-                if budget is not None:
-                    room = max(budget - n, 1)
-                    seqs = self._db.execute("SELECT seq FROM messages WHERE id > ? AND id <= ? ORDER BY id LIMIT ?",
-                                            (message_id(conv_id, done), message_id(conv_id, last), room + 1)).fetchall()
-                    if len(seqs) > room:
-                        upto = seqs[room - 1][0]
-                n += self._db.execute(
-                    "INSERT INTO message_fts (rowid, text) SELECT id, text FROM messages"
-                    " WHERE id > ? AND id <= ? AND text != ''",
-                    (message_id(conv_id, done), message_id(conv_id, upto))).rowcount
-                self._db.execute("UPDATE conversations SET indexed_seq = ? WHERE id = ?", (upto, conv_id))
+            for conv_id in sorted(self._pending):
+                folded, left = self._fold(conv_id, None if budget is None else max(budget - n, 1))
+                n += folded
+                if not left:
+                    done.append(conv_id)
                 if budget is not None and n >= budget:
                     break
+        self._pending.difference_update(done)
         return n
+
+    def _fold(self, conv_id: int, budget: int | None = None) -> tuple[int, bool]:
+        """Fold one conversation's tail, or its first `budget` messages; (how many, whether any are left)."""
+        db = self._db
+        row = db.execute("SELECT folded_seq FROM conversations WHERE id = ?", (conv_id,)).fetchone()
+        if row is None:
+            return 0, False
+        lo, hi = message_id(conv_id, row[0]), message_id(conv_id, LAST_SEQ)
+        left = False
+        if budget is not None:
+            cut = db.execute("SELECT id FROM messages WHERE id > ? AND id <= ? ORDER BY id LIMIT 1 OFFSET ?",
+                             (lo, hi, budget)).fetchone()
+            if cut is not None:
+                hi, left = cut[0] - 1, True
+        count, top, last_at = db.execute(
+            "SELECT count(*), max(id), max(created_at) FROM messages WHERE id > ? AND id <= ?", (lo, hi)).fetchone()
+        if not count:
+            return 0, left
+        db.execute("INSERT INTO message_fts (rowid, text) SELECT id, text FROM messages WHERE id > ? AND id <= ?",
+                   (lo, hi))
+        db.execute(f"INSERT INTO spend SELECT ?, date(json_extract(m.turn, '$.finishedAt'), 'unixepoch') AS day,"
+                   f" sum({TURN_TOKENS}), sum({TURN_COST}) FROM messages m"
+                   " WHERE m.id > ? AND m.id <= ? AND m.turn IS NOT NULL GROUP BY day" + _ADD_SPEND,
+                   (conv_id, lo, hi))
+        model = db.execute("SELECT json_extract(turn, '$.model') FROM messages WHERE id > ? AND id <= ?"
+                           " AND turn IS NOT NULL ORDER BY id DESC LIMIT 1", (lo, hi)).fetchone()
+        top_seq = top - message_id(conv_id, 0)
+        db.execute("UPDATE conversations SET folded_seq = ?, last_seq = max(last_seq, ?),"
+                   " message_count = message_count + ?, last_model = coalesce(?, last_model),"
+                   " updated_at = max(updated_at, ?) WHERE id = ?",
+                   (top_seq, top_seq, count, model[0] if model else None, last_at, conv_id))
+        return count, left
 
     # ------------------------------------------------------------ group commit
     async def commit_turn_grouped(self, conv_id: int, turn: TurnRecord,
