@@ -213,7 +213,6 @@ class ConversationService:
         if self.store.get(params.new_name) is not None:
             raise AlreadyExists(params.new_name)
         fork = self.store.fork(source, params.new_name, params.at_seq)
-        self._fold_soon()
         self.events.publish(fork.id, p.CONVERSATION_CHANGED, p.ConversationChanged(name=fork.name, kind="created",
                                                                                    conversation=info(fork)))
         return fork
@@ -230,7 +229,6 @@ class ConversationService:
         if self.store.get(name) is not None:
             raise AlreadyExists(name)
         conv = self.store.import_conversation(name, doc)
-        self._fold_soon()
         self.events.publish(conv.id, p.CONVERSATION_CHANGED, p.ConversationChanged(name=conv.name, kind="created",
                                                                                    conversation=info(conv)))
         return conv

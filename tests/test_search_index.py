@@ -39,7 +39,8 @@ def test_the_service_indexes_new_messages_in_the_background_in_bounded_steps(tmp
         # a long delay from here on: the first step is run by hand, the rest must follow on the loop's
         # next iterations without waiting for the delay again
         monkeypatch.setattr(conversation, "FOLD_AFTER_S", 60.0)
-        service.fork(p.ConversationForkParams(name="bg", new_name="bg-copy"))  # 6 messages at once
+        for word in ("bilby", "quoll", "dingo"):  # 6 messages waiting
+            await service.send(p.ChatSendParams(conversation="bg", text=word))
         steps = [_indexed(store)]
         service._fold_timer.cancel()
         service._fold_step()
@@ -51,12 +52,15 @@ def test_the_service_indexes_new_messages_in_the_background_in_bounded_steps(tmp
                 break
             await asyncio.sleep(0)
             spins += 1
+        service.fork(p.ConversationForkParams(name="bg", new_name="bg-copy"))  # folds its 12 copies itself
+        steps.append(_indexed(store))
+        assert service._fold_timer is None
         await service.close()
         return seen, steps
 
     seen, steps = asyncio.run(main())
     assert seen == [0, 2, 2, 4, 4, 6]
-    assert steps == [6, 10, 12]  # a step of 4 (the budget), the loop served, then the other 2 at once
+    assert steps == [6, 10, 12, 24]  # a step of 4 (the budget), the loop served, then the other 2 at once
     hits = ContextStore(store).search("wombat")
     assert sorted((h.conversation, h.seq) for h in hits) == [("bg", 3), ("bg", 4), ("bg-copy", 3), ("bg-copy", 4)]
     assert store.fold_pending() == 0

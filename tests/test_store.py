@@ -337,20 +337,37 @@ def test_a_commit_writes_only_its_messages_and_every_read_is_exact_before_and_af
     _assert_index_whole(store)
 
 
-def test_clear_delete_and_fork_fold_first_so_nothing_is_lost_or_counted_twice(tmp_path):
+def test_clear_delete_fork_and_import_fold_so_nothing_is_lost_or_counted_twice_and_tails_stay_whole(tmp_path):
+    """Clear and delete fold first; fork and import fold their copies at once (copies can have gaps, a
+    tail must not: the counters are read from its last row)."""
     store = Store(str(tmp_path / "chatd.db"))
     ctx = ContextStore(store)
     a = store.create("a")
     for i in range(3):
         store.commit_turn(a.id, _turn(f"t{i}", model="m1"), _pair(f"apple {i}"))
-    fork = store.fork(store.get("a"), "f", at_seq=4)  # a's tail is not folded: the copies are the fork's tail
+    fork = store.fork(store.get("a"), "f", at_seq=4)  # a's tail is not folded; the fork's copies are
     assert (fork.last_seq, fork.message_count, fork.last_model) == (4, 4, "m1") and ctx.spent(fork.id) == (0, 0)
+    assert store.pending == {a.id}
     cleared = store.clear(a.id)
     assert (cleared.last_seq, cleared.message_count) == (6, 0) and ctx.spent(a.id) == (24, 0.75)
     assert [m.seq for m in store.commit_turn(a.id, _turn("t3"), _pair("pear"))] == [7, 8]  # seqs not reused
+    gappy = store.fork(store.get("a"), "g", at_seq=None)  # seqs 7 and 8 only
+    store.commit_turn(gappy.id, _turn("t4", model="m2"), _pair("plum"))
+    g = store.get("g")
+    assert (g.last_seq, g.message_count, g.last_model) == (10, 4, "m2")
+    doc = p.ExportDocument(format="chatd.conversation", version=1,
+                           conversation=p.ExportedConversation(name="g", last_seq=12, created_at=1, updated_at=2),
+                           messages=[p.ExportedMessage(seq=m.seq, role=m.role, parts=m.parts, created_at=m.created_at)
+                                     for m in store.messages(gappy.id)])
+    imported = store.import_conversation("i", doc)  # its last_seq is above its last message's
+    assert (imported.last_seq, imported.message_count) == (12, 4)
+    store.commit_turn(imported.id, _turn("t5"), _pair("fig"))
+    assert (store.get("i").last_seq, store.get("i").message_count) == (14, 6)
     store.delete(a.id)  # its unfolded turn's spending stays, as conversation 0's
     assert ctx.spent(0) == (32, 1.0) and store.get("a") is None
-    assert store.fold_pending() == 4 and (store.get("f").message_count, store.get("f").last_seq) == (4, 4)
+    before = [(c.name, c.last_seq, c.message_count, c.last_model) for c in store.list()]
+    assert store.fold_pending() == 4  # g's and i's turns
+    assert [(c.name, c.last_seq, c.message_count, c.last_model) for c in store.list()] == before
     _assert_index_whole(store)
     assert [h.conversation for h in ctx.search("apple")] == ["f"] * 4  # two turns: questions and answers
 
@@ -444,6 +461,14 @@ def test_append_reads_no_history(tmp_path):
         store.commit_turn(long.id, _turn(f"t{i}"), _pair(str(i)))
     at_10, steps_10 = _commit_traced(store, short.id, "s6")
     at_2000, steps_2000 = _commit_traced(store, long.id, "last")
+    reads = []
+    for name in ("short", "long"):  # a read of the conversation: its row and one seek per counter
+        steps = [0]
+        store._db.set_progress_handler(lambda: steps.__setitem__(0, steps[0] + 1), 1)
+        conv = store.get(name)
+        store._db.set_progress_handler(None, 1)
+        reads.append((steps[0], conv.message_count))
+    assert reads[0][0] == reads[1][0] and [n for _, n in reads] == [14, 2002]
     shape = re.compile(r"'(?:[^']|'')*'|\b\d+(?:\.\d+)?(?:e[-+]?\d+)?\b")  # the values bound: texts, numbers
     assert [shape.sub("?", s) for s in at_2000] == [shape.sub("?", s) for s in at_10]
     assert steps_2000 == steps_10
@@ -495,8 +520,8 @@ def test_fold_pending_in_budgeted_steps_covers_forks_imports_and_clears(tmp_path
     steps = []
     while (n := store.fold_pending(budget=7)) > 0:
         steps.append(n)
-        assert n <= 8
-    assert sum(steps) == 60 + 10 + 2 and len(steps) >= 72 // 8
+        assert n <= 7
+    assert sum(steps) == 60 + 2 and len(steps) >= 62 // 7  # the fork folded its copies itself
     _assert_index_whole(store)
     ctx = ContextStore(store)
     assert {h.conversation for h in ctx.search("apple", limit=100)} == {"a", "a-fork"}

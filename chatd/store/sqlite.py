@@ -5,14 +5,17 @@ Invariants:
   those rows and nothing else (schema v9): what is derived from messages (the conversation row's
   `last_seq`, `message_count`, `last_model` and `updated_at`, the spend ledger, the full-text index) is
   folded in later, in batches (`fold_pending`), up to the row's `folded_seq`. Every read adds the
-  messages after `folded_seq` (the tail: a few, or none), so what a read returns is exact at any time.
+  messages after `folded_seq` (the tail), so what a read returns is exact at any time. The tail is
+  contiguous: commits append at the next seq, and forks and imports (whose copies can have gaps) and
+  clears fold at once, a full fold raising `folded_seq` to `last_seq`. So a conversation's counters are
+  read from the tail's last row alone, in O(1); only the tail's spending is a sum over it.
   `commit_turn` is one transaction. The daemon's `commit_turn_grouped` is one SAVEPOINT in a transaction
   shared with the turns finishing in the same event-loop iteration, committed on the next iteration, and
   returns only after that COMMIT (group commit: under load one BEGIN, COMMIT and WAL write for many turns;
   a lone turn would pay a loop hop and a savepoint for nothing, so the service uses `commit_turn` then).
 - `seq` is per conversation, strictly increasing, never reused (clear keeps the counter).
-- Appending reads and writes O(1) rows whatever the history length; a read of a conversation costs
-  O(its tail). The store folds the conversations it wrote (`pending`, found again on opening for what a
+- Appending reads and writes O(1) rows whatever the history length, and so does reading a
+  conversation. The store folds the conversations it wrote (`pending`, found again on opening for what a
   process that died left) when asked, before a search, and when it closes.
 - WAL with synchronous=NORMAL: a committed turn survives `kill -9` of the daemon (the WAL is in the OS
   page cache); only a power loss can take the last few commits. The file is created 0600.
@@ -49,10 +52,15 @@ SPEND_UPSERT = "INSERT INTO spend VALUES (?, date(?, 'unixepoch'), ?, ?)" + _ADD
 TURN_TOKENS = ("coalesce(json_extract(m.turn, '$.usage.inputTokens'), 0)"
                " + coalesce(json_extract(m.turn, '$.usage.outputTokens'), 0)")
 TURN_COST = "coalesce(json_extract(m.turn, '$.cost'), 0)"
-# conversation `c`'s messages `m` not yet folded (schema v9)
+# conversation `c`'s messages `m` not yet folded (schema v9), and a column of the last of them (a seek)
 TAIL = "m.id > (c.id << 32) + c.folded_seq AND m.id <= (c.id << 32) + 4294967295"
-_LIVE_LAST_SEQ = (f"max(c.last_seq, coalesce((SELECT m.id & 4294967295 FROM messages m WHERE {TAIL}"
-                  " ORDER BY m.id DESC LIMIT 1), 0))")
+
+
+def _tail_last(column: str, where: str = "") -> str:
+    return f"(SELECT {column} FROM messages m WHERE {TAIL}{where} ORDER BY m.id DESC LIMIT 1)"
+
+
+_LIVE_LAST_SEQ = f"max(c.last_seq, coalesce({_tail_last('m.id & 4294967295')}, 0))"
 # Background checkpoints (see the module doc): a pass starts once this many rows have changed since the last
 # (a turn changes 2 rows and writes ~1.3 WAL pages since schema v9, so ~500 pages; SQLite's default is 1,000);
 # the inline safety net.
@@ -102,15 +110,16 @@ def message_id(conv_id: int, seq: int) -> int:
 
 LAST_SEQ = 0xFFFFFFFF
 
-# A conversation as it is now: its row plus its tail (schema v9), in `_conv`'s order.
+# A conversation as it is now: its row plus its tail (schema v9), in `_conv`'s order. The tail is contiguous
+# and ends with a turn's last row (the one with provenance), so each column is one seek to its end.
+_TAIL_MODEL = _tail_last("json_extract(m.turn, '$.model')", " AND m.turn IS NOT NULL")
 _CONV_SELECT = (
     "SELECT c.id, c.name, c.system, c.models, c.model_weights, c.prefer_model, c.params,"
-    f" coalesce((SELECT json_extract(m.turn, '$.model') FROM messages m WHERE {TAIL} AND m.turn IS NOT NULL"
-    " ORDER BY m.id DESC LIMIT 1), c.last_model),"
+    f" coalesce({_TAIL_MODEL}, c.last_model),"
     f" {_LIVE_LAST_SEQ},"
-    f" c.message_count + (SELECT count(*) FROM messages m WHERE {TAIL}),"
+    f" c.message_count + coalesce({_tail_last('(m.id & 4294967295) - c.folded_seq')}, 0),"
     " c.created_at,"
-    f" max(c.updated_at, coalesce((SELECT max(m.created_at) FROM messages m WHERE {TAIL}), 0))"
+    f" max(c.updated_at, coalesce({_tail_last('m.created_at')}, 0))"
     " FROM conversations c"
 )
 
@@ -284,9 +293,9 @@ class Store:
                 " SELECT ? + seq, role, text, parts, model, turn_id, created_at FROM messages"
                 " WHERE id BETWEEN ? AND ?",
                 (message_id(fork.id, 0), message_id(source.id, 1), message_id(source.id, max(min(upto, LAST_SEQ), 0))),
-            )  # the copies are the fork's tail (copies have no provenance: `last_model` is the row's)
+            )  # copies have no provenance: `last_model` is the row's
             self._db.execute("UPDATE conversations SET last_model = ? WHERE id = ?", (source.last_model, fork.id))
-            self._pending.add(fork.id)
+            self._fold(fork.id)  # the copies can have gaps (a clear), which a tail must not
         return self.get_by_id(fork.id)  # type: ignore[return-value]
 
     # ------------------------------------------------------------ messages and turns
@@ -335,8 +344,8 @@ class Store:
     def import_conversation(self, name: str, doc: p.ExportDocument) -> Conversation:
         """Insert an exported conversation whole, in one transaction: its settings, counters and times, and
         its messages with their own seqs, turn ids and times (`conversation/import`). Turn provenance is not
-        part of the format, so nothing is added to the spend ledger. The messages are the new row's tail;
-        its `last_seq` is the document's, which a clear can have left above the last message's."""
+        part of the format, so nothing is added to the spend ledger. The messages are folded at once (they
+        can have gaps); `last_seq` is the document's, which a clear can have left above the last message's."""
         c = doc.conversation
         with self._transaction():
             conv_id = self._db.execute(
@@ -351,7 +360,7 @@ class Store:
                 [(message_id(conv_id, m.seq), m.role, text_of(m.parts), _parts_column(m.parts), m.model, m.turn_id,
                   m.created_at) for m in doc.messages],
             )
-            self._pending.add(conv_id)  # type: ignore[arg-type]
+            self._fold(conv_id)  # type: ignore[arg-type]
         return self.get_by_id(conv_id)  # type: ignore[return-value, arg-type]
 
     def turn(self, conv_id: int, turn_id: str) -> dict[str, Any] | None:
@@ -397,6 +406,9 @@ class Store:
         count, top, last_at = db.execute(
             "SELECT count(*), max(id), max(created_at) FROM messages WHERE id > ? AND id <= ?", (lo, hi)).fetchone()
         if not count:
+            if not left:  # nothing lies between them (an import's `last_seq` can be above its messages)
+                db.execute("UPDATE conversations SET folded_seq = last_seq WHERE id = ? AND folded_seq < last_seq",
+                           (conv_id,))
             return 0, left
         db.execute("INSERT INTO message_fts (rowid, text) SELECT id, text FROM messages WHERE id > ? AND id <= ?",
                    (lo, hi))
@@ -407,10 +419,10 @@ class Store:
         model = db.execute("SELECT json_extract(turn, '$.model') FROM messages WHERE id > ? AND id <= ?"
                            " AND turn IS NOT NULL ORDER BY id DESC LIMIT 1", (lo, hi)).fetchone()
         top_seq = top - message_id(conv_id, 0)
-        db.execute("UPDATE conversations SET folded_seq = ?, last_seq = max(last_seq, ?),"
-                   " message_count = message_count + ?, last_model = coalesce(?, last_model),"
-                   " updated_at = max(updated_at, ?) WHERE id = ?",
-                   (top_seq, top_seq, count, model[0] if model else None, last_at, conv_id))
+        db.execute("UPDATE conversations SET folded_seq = CASE WHEN ? THEN ? ELSE max(last_seq, ?) END,"
+                   " last_seq = max(last_seq, ?), message_count = message_count + ?,"
+                   " last_model = coalesce(?, last_model), updated_at = max(updated_at, ?) WHERE id = ?",
+                   (left, top_seq, top_seq, top_seq, count, model[0] if model else None, last_at, conv_id))
         return count, left
 
     # ------------------------------------------------------------ group commit
