@@ -5,6 +5,8 @@ starts without msgspec; `chatd.protocol` re-exports all of it beside the method 
 
 from __future__ import annotations
 
+import re
+
 # ---------------------------------------------------------------- error codes
 PARSE_ERROR = -32700
 INVALID_REQUEST = -32600
@@ -129,39 +131,59 @@ class FrameDecoder:
             self._need = -2
 
     def _feed_lsp(self, out: list[bytes | FrameError]) -> None:
+        """Take every complete frame from the buffer: read at an offset, and cut what was read once at
+        the end (cutting each frame off the front moved the rest of a pipelined read every time)."""
         buf = self._buf
-        while True:
-            if self._need < 0:
-                end = buf.find(b"\r\n\r\n")
-                if end < 0:
-                    if len(buf) > MAX_HEADER:
-                        out.append(FrameError("header section too long or not LSP framing", fatal=True))
-                        buf.clear()
-                    return
-                length = _content_length(bytes(buf[:end]))
-                del buf[: end + 4]
-                if length is None:
-                    out.append(FrameError("bad or missing Content-Length header", fatal=True))
-                    buf.clear()
-                    return
-                if length > self._max:
-                    out.append(FrameError(f"frame of {length} bytes exceeds the {self._max}-byte limit", fatal=False))
-                    if len(buf) >= length:
-                        del buf[:length]
-                    else:
-                        self._skip = length - len(buf)
-                        buf.clear()
+        pos = 0
+        try:
+            while True:
+                if self._need < 0 and (plain := _PLAIN_FRAME(buf, pos)) is not None and \
+                        (length := int(plain.group(1))) <= self._max:
+                    pos, self._need = plain.end(), length  # the usual header, alone: matched in C
+                if self._need < 0:
+                    end = buf.find(b"\r\n\r\n", pos)
+                    if end < 0:
+                        if len(buf) - pos > MAX_HEADER:
+                            out.append(FrameError("header section too long or not LSP framing", fatal=True))
+                            buf.clear()
+                            pos = 0
                         return
-                    continue
-                self._need = length
-            if len(buf) < self._need:
-                return
-            out.append(bytes(buf[: self._need]))
-            del buf[: self._need]
-            self._need = -1
+                    length = _content_length(bytes(buf[pos:end]))
+                    pos = end + 4
+                    if length is None:
+                        out.append(FrameError("bad or missing Content-Length header", fatal=True))
+                        buf.clear()
+                        pos = 0
+                        return
+                    if length > self._max:
+                        out.append(FrameError(f"frame of {length} bytes exceeds the {self._max}-byte limit",
+                                              fatal=False))
+                        if len(buf) - pos >= length:
+                            pos += length
+                        else:
+                            self._skip = length - (len(buf) - pos)
+                            buf.clear()
+                            pos = 0
+                            return
+                        continue
+                    self._need = length
+                if len(buf) - pos < self._need:
+                    return
+                out.append(bytes(buf[pos:pos + self._need]))
+                pos += self._need
+                self._need = -1
+        finally:
+            if pos:
+                del buf[:pos]
+
+
+_PLAIN_HEADER = b"Content-Length: "
+_PLAIN_FRAME = re.compile(rb"Content-Length: (\d{1,12})\r\n\r\n").match
 
 
 def _content_length(headers: bytes) -> int | None:
+    if headers.startswith(_PLAIN_HEADER) and headers[16:].isdigit():  # the usual, only header
+        return int(headers[16:])
     length = None
     for line in headers.split(b"\r\n"):
         name, sep, value = line.partition(b":")
