@@ -5,8 +5,6 @@ starts without msgspec; `chatd.protocol` re-exports all of it beside the method 
 
 from __future__ import annotations
 
-import re
-
 # ---------------------------------------------------------------- error codes
 PARSE_ERROR = -32700
 INVALID_REQUEST = -32600
@@ -137,9 +135,6 @@ class FrameDecoder:
         pos = 0
         try:
             while True:
-                if self._need < 0 and (plain := _PLAIN_FRAME(buf, pos)) is not None and \
-                        (length := int(plain.group(1))) <= self._max:
-                    pos, self._need = plain.end(), length  # the usual header, alone: matched in C
                 if self._need < 0:
                     end = buf.find(b"\r\n\r\n", pos)
                     if end < 0:
@@ -148,7 +143,11 @@ class FrameDecoder:
                             buf.clear()
                             pos = 0
                         return
-                    length = _content_length(bytes(buf[pos:end]))
+                    digits = buf[pos + 16:end] if buf.startswith(_PLAIN_HEADER, pos) else b""
+                    if digits.isdigit() and len(digits) <= _MAX_DIGITS:  # the usual header, alone
+                        length: int | None = int(digits)
+                    else:
+                        length = _content_length(bytes(buf[pos:end]))
                     pos = end + 4
                     if length is None:
                         out.append(FrameError("bad or missing Content-Length header", fatal=True))
@@ -178,12 +177,10 @@ class FrameDecoder:
 
 
 _PLAIN_HEADER = b"Content-Length: "
-_PLAIN_FRAME = re.compile(rb"Content-Length: (\d{1,12})\r\n\r\n").match
+_MAX_DIGITS = 15  # a longer length is no length (and `int` refuses strings of over 4,300 digits)
 
 
 def _content_length(headers: bytes) -> int | None:
-    if headers.startswith(_PLAIN_HEADER) and headers[16:].isdigit():  # the usual, only header
-        return int(headers[16:])
     length = None
     for line in headers.split(b"\r\n"):
         name, sep, value = line.partition(b":")
@@ -191,7 +188,7 @@ def _content_length(headers: bytes) -> int | None:
             return None
         if name.strip().lower() == b"content-length":
             value = value.strip()
-            if not value.isdigit():
+            if not value.isdigit() or len(value) > _MAX_DIGITS:
                 return None
             length = int(value)
     return length

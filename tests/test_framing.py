@@ -142,6 +142,14 @@ def test_oversized_lsp_frame_is_skipped_without_buffering():
     assert decoder.feed(b"c" * rest + p.frame_lsp(b'{"ok":1}')) == [b'{"ok":1}']
 
 
+@pytest.mark.parametrize("header", [b"Content-Length: %s\r\n\r\n", b"content-length: %s\r\nX-Other: 1\r\n\r\n"])
+def test_a_length_of_thousands_of_digits_is_a_clean_framing_error(header):
+    """Python's `int` refuses a string of over 4,300 digits; the decoder must answer, not raise."""
+    decoder = p.FrameDecoder(lsp_only=True)
+    assert decoder.feed(header % (b"9" * 5000)) == [p.FrameError("bad or missing Content-Length header", fatal=True)]
+    assert decoder.feed(p.frame_lsp(b"{}") * 3) == [b"{}"] * 3  # and it goes on once the stream is resent
+
+
 def test_oversized_line_is_discarded_up_to_its_newline():
     decoder = p.FrameDecoder(max_frame=1000)
     assert decoder.feed(b'{"a":1}\n{"big":"') == [b'{"a":1}']
