@@ -211,6 +211,7 @@ async def _turns(db_path: str, conversation: str, count: int, o1_echo: bool = Fa
         samples.append((clock() - t0) / 1000)
     if profiler is not None:
         profiler.disable()
+    await service.close()  # its background fold step first, as the daemon's shutdown does
     store.close()
     return {"cold_us": samples[0], "us": samples[1:]}
 
