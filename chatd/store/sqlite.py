@@ -375,55 +375,77 @@ class Store:
     # ------------------------------------------------------------ folding (schema v9)
     def fold_pending(self, budget: int | None = None) -> int:
         """Fold the messages committed since the last fold into what is derived from them: the full-text
-        index, the conversation row's counters and the spend ledger; at most about `budget` messages when
-        given. Returns how many were folded. One transaction with the watermarks, so nothing is ever
-        counted or indexed twice or missed."""
-        n, done = 0, []
+        index, the conversation row's counters and the spend ledger; at most `budget` messages when given
+        (whole tails first, then part of the next). Returns how many were folded. One transaction with the
+        watermarks, so nothing is ever counted or indexed twice or missed."""
         with self._transaction():
-            for conv_id in sorted(self._pending):
-                folded, left = self._fold(conv_id, None if budget is None else max(budget - n, 1))
-                n += folded
-                if not left:
-                    done.append(conv_id)
-                if budget is not None and n >= budget:
+            whole, n, cut = [], 0, None
+            for tail in self._tails(sorted(self._pending)):
+                if budget is not None and n + tail[2] > budget:
+                    cut = tail
                     break
-        self._pending.difference_update(done)
+                whole.append(tail)
+                n += tail[2]
+            self._fold_whole(whole)
+            if cut is not None and n < budget:  # type: ignore[operator]
+                n += self._fold_part(cut, budget - n)  # type: ignore[operator]
+        self._pending.difference_update(t[0] for t in whole)  # a deleted conversation has no tail: gone too
+        if cut is None:
+            self._pending.clear()
         return n
 
-    def _fold(self, conv_id: int, budget: int | None = None) -> tuple[int, bool]:
-        """Fold one conversation's tail, or its first `budget` messages; (how many, whether any are left)."""
-        db = self._db
-        row = db.execute("SELECT folded_seq FROM conversations WHERE id = ?", (conv_id,)).fetchone()
-        if row is None:
-            return 0, False
-        lo, hi = message_id(conv_id, row[0]), message_id(conv_id, LAST_SEQ)
-        left = False
-        if budget is not None:
-            cut = db.execute("SELECT id FROM messages WHERE id > ? AND id <= ? ORDER BY id LIMIT 1 OFFSET ?",
-                             (lo, hi, budget)).fetchone()
-            if cut is not None:
-                hi, left = cut[0] - 1, True
-        count, top, last_at = db.execute(
-            "SELECT count(*), max(id), max(created_at) FROM messages WHERE id > ? AND id <= ?", (lo, hi)).fetchone()
-        if not count:
-            if not left:  # nothing lies between them (an import's `last_seq` can be above its messages)
-                db.execute("UPDATE conversations SET folded_seq = last_seq WHERE id = ? AND folded_seq < last_seq",
-                           (conv_id,))
-            return 0, left
+    def _fold(self, conv_id: int) -> None:
+        """Fold one conversation's whole tail (clear, delete, fork and import, in their transactions)."""
+        self._fold_whole(self._tails([conv_id]))
+
+    def _tails(self, ids: list[int]) -> list[tuple]:
+        """Per conversation (in id order): id, folded_seq, tail length, last id, and the last message's
+        created_at and turn model (the bare columns are the max() row's: a tail ends with a turn's last row)."""
+        return self._db.execute(
+            "SELECT c.id, c.folded_seq, count(m.id), max(m.id), m.created_at, json_extract(m.turn, '$.model')"
+            f" FROM conversations c LEFT JOIN messages m ON {TAIL}"
+            " WHERE c.id IN (SELECT value FROM json_each(?)) GROUP BY c.id ORDER BY c.id", (_json(ids),)).fetchall()
+
+    def _fold_whole(self, tails: list[tuple]) -> None:
+        """Fold these tails whole: one statement for the index, one for the ledger (a statement into FTS5
+        costs ~30 µs whatever it adds), then the rows, raising `folded_seq` to `last_seq` (an import's
+        `last_seq` can be above its last message)."""
+        if not tails:
+            return
+        db, ids = self._db, _json([t[0] for t in tails if t[2]])
+        db.execute(f"INSERT INTO message_fts (rowid, text) SELECT m.id, m.text FROM conversations c JOIN messages m"
+                   f" ON {TAIL} WHERE c.id IN (SELECT value FROM json_each(?))", (ids,))
+        db.execute(f"INSERT INTO spend SELECT c.id, date(json_extract(m.turn, '$.finishedAt'), 'unixepoch') AS day,"
+                   f" sum({TURN_TOKENS}), sum({TURN_COST}) FROM conversations c JOIN messages m ON {TAIL}"
+                   " WHERE c.id IN (SELECT value FROM json_each(?)) AND m.turn IS NOT NULL GROUP BY c.id, day"
+                   + _ADD_SPEND, (ids,))
+        db.executemany(
+            "UPDATE conversations SET last_seq = max(last_seq, ?1), folded_seq = max(last_seq, ?1),"
+            " message_count = message_count + ?2, last_model = coalesce(?3, last_model),"
+            " updated_at = max(updated_at, coalesce(?4, 0)) WHERE id = ?5",
+            [(top - message_id(conv_id, 0) if count else 0, count, model, last_at, conv_id)
+             for conv_id, _, count, top, last_at, model in tails])
+
+    def _fold_part(self, tail: tuple, budget: int) -> int:
+        """Fold the first `budget` messages of a longer tail. A cut mid-turn leaves `last_model` to the
+        next fold (a read takes it from the tail meanwhile)."""
+        db, conv_id, folded = self._db, tail[0], tail[1]
+        lo = message_id(conv_id, folded)
+        count, top, last_at, model = db.execute(
+            "SELECT count(*), max(id), created_at, json_extract(turn, '$.model') FROM"
+            " (SELECT id, created_at, turn FROM messages WHERE id > ? AND id <= ? ORDER BY id LIMIT ?)",
+            (lo, message_id(conv_id, LAST_SEQ), budget)).fetchone()
         db.execute("INSERT INTO message_fts (rowid, text) SELECT id, text FROM messages WHERE id > ? AND id <= ?",
-                   (lo, hi))
+                   (lo, top))
         db.execute(f"INSERT INTO spend SELECT ?, date(json_extract(m.turn, '$.finishedAt'), 'unixepoch') AS day,"
                    f" sum({TURN_TOKENS}), sum({TURN_COST}) FROM messages m"
                    " WHERE m.id > ? AND m.id <= ? AND m.turn IS NOT NULL GROUP BY day" + _ADD_SPEND,
-                   (conv_id, lo, hi))
-        model = db.execute("SELECT json_extract(turn, '$.model') FROM messages WHERE id > ? AND id <= ?"
-                           " AND turn IS NOT NULL ORDER BY id DESC LIMIT 1", (lo, hi)).fetchone()
+                   (conv_id, lo, top))
         top_seq = top - message_id(conv_id, 0)
-        db.execute("UPDATE conversations SET folded_seq = CASE WHEN ? THEN ? ELSE max(last_seq, ?) END,"
-                   " last_seq = max(last_seq, ?), message_count = message_count + ?,"
-                   " last_model = coalesce(?, last_model), updated_at = max(updated_at, ?) WHERE id = ?",
-                   (left, top_seq, top_seq, top_seq, count, model[0] if model else None, last_at, conv_id))
-        return count, left
+        db.execute("UPDATE conversations SET folded_seq = ?1, last_seq = max(last_seq, ?1),"
+                   " message_count = message_count + ?2, last_model = coalesce(?3, last_model),"
+                   " updated_at = max(updated_at, ?4) WHERE id = ?5", (top_seq, count, model, last_at, conv_id))
+        return count
 
     # ------------------------------------------------------------ group commit
     async def commit_turn_grouped(self, conv_id: int, turn: TurnRecord,
