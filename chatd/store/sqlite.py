@@ -52,6 +52,8 @@ SPEND_UPSERT = "INSERT INTO spend VALUES (?, date(?, 'unixepoch'), ?, ?)" + _ADD
 TURN_TOKENS = ("coalesce(json_extract(m.turn, '$.usage.inputTokens'), 0)"
                " + coalesce(json_extract(m.turn, '$.usage.outputTokens'), 0)")
 TURN_COST = "coalesce(json_extract(m.turn, '$.cost'), 0)"
+# a ledger row's day, tokens and cost, summed over turn rows `m` grouped by `day`
+_TURNS_SPENT = f"date(json_extract(m.turn, '$.finishedAt'), 'unixepoch') AS day, sum({TURN_TOKENS}), sum({TURN_COST})"
 # conversation `c`'s messages `m` not yet folded (schema v9), and a column of the last of them (a seek)
 TAIL = "m.id > (c.id << 32) + c.folded_seq AND m.id <= (c.id << 32) + 4294967295"
 
@@ -389,9 +391,10 @@ class Store:
             self._fold_whole(whole)
             if cut is not None and n < budget:  # type: ignore[operator]
                 n += self._fold_part(cut, budget - n)  # type: ignore[operator]
-        self._pending.difference_update(t[0] for t in whole)  # a deleted conversation has no tail: gone too
         if cut is None:
-            self._pending.clear()
+            self._pending.clear()  # every one folded (a deleted conversation has no tail: gone too)
+        else:
+            self._pending.difference_update(t[0] for t in whole)
         return n
 
     def _fold(self, conv_id: int) -> None:
@@ -415,8 +418,7 @@ class Store:
         db, ids = self._db, _json([t[0] for t in tails if t[2]])
         db.execute(f"INSERT INTO message_fts (rowid, text) SELECT m.id, m.text FROM conversations c JOIN messages m"
                    f" ON {TAIL} WHERE c.id IN (SELECT value FROM json_each(?))", (ids,))
-        db.execute(f"INSERT INTO spend SELECT c.id, date(json_extract(m.turn, '$.finishedAt'), 'unixepoch') AS day,"
-                   f" sum({TURN_TOKENS}), sum({TURN_COST}) FROM conversations c JOIN messages m ON {TAIL}"
+        db.execute(f"INSERT INTO spend SELECT c.id, {_TURNS_SPENT} FROM conversations c JOIN messages m ON {TAIL}"
                    " WHERE c.id IN (SELECT value FROM json_each(?)) AND m.turn IS NOT NULL GROUP BY c.id, day"
                    + _ADD_SPEND, (ids,))
         db.executemany(
@@ -437,8 +439,7 @@ class Store:
             (lo, message_id(conv_id, LAST_SEQ), budget)).fetchone()
         db.execute("INSERT INTO message_fts (rowid, text) SELECT id, text FROM messages WHERE id > ? AND id <= ?",
                    (lo, top))
-        db.execute(f"INSERT INTO spend SELECT ?, date(json_extract(m.turn, '$.finishedAt'), 'unixepoch') AS day,"
-                   f" sum({TURN_TOKENS}), sum({TURN_COST}) FROM messages m"
+        db.execute(f"INSERT INTO spend SELECT ?, {_TURNS_SPENT} FROM messages m"
                    " WHERE m.id > ? AND m.id <= ? AND m.turn IS NOT NULL GROUP BY day" + _ADD_SPEND,
                    (conv_id, lo, top))
         top_seq = top - message_id(conv_id, 0)
