@@ -337,6 +337,43 @@ def test_a_commit_writes_only_its_messages_and_every_read_is_exact_before_and_af
     _assert_index_whole(store)
 
 
+def _list_traced(store: Store, query: str | None, limit: int) -> tuple[list[str], int]:
+    steps = [0]
+    store._db.set_progress_handler(lambda: steps.__setitem__(0, steps[0] + 1), 1)
+    names = [c.name for c in store.list(query, limit=limit)]
+    store._db.set_progress_handler(None, 1)
+    return names, steps[0]
+
+
+def test_list_reads_the_newest_rows_and_the_pending_ones_not_every_conversation(tmp_path):
+    """Schema v10: `list` walks an index for the `limit` newest rows and adds the pending conversations (a
+    tail only makes a conversation newer); its order is the live one, as if every row were read, and its
+    cost does not grow with the number of conversations."""
+    store = Store(str(tmp_path / "chatd.db"))
+    for i in range(30):
+        store.create(f"c{i:03}")
+    store._db.execute("UPDATE conversations SET updated_at = id")  # distinct times, c000 the oldest
+    store.commit_turn(store.get("c000").id, _turn("t"), _pair("old but busy"))  # pending: its row is old
+    assert store.pending == {store.get("c000").id}
+
+    def live_order(query: str) -> list[str]:
+        convs = [c for c in (store.get_by_id(i) for i in range(1, 2001)) if c is not None and query in c.name]
+        return [c.name for c in sorted(convs, key=lambda c: (c.updated_at, c.id), reverse=True)]
+
+    small, steps_small = _list_traced(store, None, 5)
+    assert small == live_order("")[:5] == ["c000", "c029", "c028", "c027", "c026"]
+    assert _list_traced(store, "c00", 3)[0] == live_order("c00")[:3] == ["c000", "c009", "c008"]
+    assert _list_traced(store, "c01_", 2)[0] == []  # LIKE's wildcards are the name's own characters
+    for i in range(30, 2000):
+        store.create(f"c{i:03}")
+    store._db.execute("UPDATE conversations SET updated_at = id WHERE id > 30")
+    big, steps_big = _list_traced(store, None, 5)
+    assert big == live_order("")[:5] == ["c000", "c1999", "c1998", "c1997", "c1996"]
+    assert steps_big == steps_small  # the same VM instructions at 30 and at 2,000 conversations
+    assert store.fold_pending() == 2 and store.pending == set()
+    assert _list_traced(store, None, 5)[0] == big  # the fold moved c000's row time to its tail's
+
+
 def test_clear_delete_fork_and_import_fold_so_nothing_is_lost_or_counted_twice_and_tails_stay_whole(tmp_path):
     """Clear and delete fold first; fork and import fold their copies at once (copies can have gaps, a
     tail must not: the counters are read from its last row)."""

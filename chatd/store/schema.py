@@ -258,6 +258,12 @@ MIGRATIONS: list[str] = [
         INSERT INTO message_fts (message_fts, rowid, text) VALUES ('delete', OLD.id, OLD.text);
     END;
     """,
+    # 10: `Store.list` reads the most recently updated rows through an index and computes the live columns
+    # (the tail's, v9) only for those and the conversations with a tail; before, it ordered every row by
+    # its four subqueries (19 ms at 10,000 conversations). Only a fold and `Store.update` write the column.
+    """
+    CREATE INDEX conversations_by_update ON conversations(updated_at);
+    """,
 ]
 
 VERSION = len(MIGRATIONS)

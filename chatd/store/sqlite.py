@@ -241,14 +241,23 @@ class Store:
                             updated_at=now)
 
     def list(self, query: str | None = None, limit: int = 100) -> list[Conversation]:
-        sql = _CONV_SELECT
-        args: tuple = ()
+        """The `limit` most recently updated conversations (whose names contain `query`), newest first.
+
+        A row's `updated_at` is its live one unless the conversation has a tail, which is only newer: so
+        the answer is among the `limit` newest rows (an index walk) and the pending conversations, and only
+        those get their live columns. (A tail another process wrote is in that set once it has folded it,
+        0.5 s after its write or on closing; until then that conversation may sort by its row's time.)"""
+        match, pattern = "", None
         if query:
-            sql += " WHERE c.name LIKE ? ESCAPE '\\'"
+            match = " AND name LIKE :pattern ESCAPE '\\'"
             escaped = query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            args = (f"%{escaped}%",)
-        sql += " ORDER BY 12 DESC LIMIT ?"  # the live updated_at
-        return [_conv(r) for r in self._db.execute(sql, (*args, limit))]
+            pattern = f"%{escaped}%"
+        sql = (f"{_CONV_SELECT} WHERE c.id IN (SELECT id FROM (SELECT id FROM conversations WHERE 1{match}"
+               "  ORDER BY updated_at DESC, id DESC LIMIT :limit)"
+               f" UNION SELECT value FROM json_each(:pending)){match}"
+               " ORDER BY 12 DESC, c.id DESC LIMIT :limit")  # 12: the live updated_at
+        pending = msgspec.json.encode(sorted(self._pending))
+        return [_conv(r) for r in self._db.execute(sql, {"limit": limit, "pending": pending, "pattern": pattern})]
 
     _UPDATABLE = {"name", "system", "models", "model_weights", "prefer_model", "params"}
 
