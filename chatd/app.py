@@ -175,6 +175,7 @@ class Daemon:
             log.info("serving on %s (pid %d)", self.paths.socket, os.getpid())
             self._install_signals()
             self._load_tools()
+            self.service.start()  # fold what a dead process left
             if ready_fd is not None:
                 os.write(ready_fd, b"ready\n")
                 os.close(ready_fd)
@@ -212,6 +213,7 @@ class Daemon:
         stop = asyncio.ensure_future(self._stop.wait())
         self._install_signals()
         self._load_tools()
+        self.service.start()  # fold what a dead process left
         await asyncio.wait({closed, stop}, return_when=asyncio.FIRST_COMPLETED)
         closed.cancel()
         stop.cancel()

@@ -322,6 +322,12 @@ class ConversationService:
         if tasks:
             await asyncio.wait(tasks, timeout=5)
 
+    def start(self) -> None:
+        """Once the loop runs: fold what the store found unfolded on opening (a process that died before it
+        folded), as if it had just been written; reads count it meanwhile."""
+        if self.store.pending:
+            self._fold_soon()
+
     def _fold_soon(self) -> None:
         """Fold new messages soon, off the commit path (schema v9); one timer at a time."""
         if self._fold_timer is None and not self._closing:

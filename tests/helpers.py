@@ -106,6 +106,21 @@ def fill_volume(path: str) -> None:
         os.close(fd)
 
 
+def commit_and_die(path: str, conversation: str, text: str) -> None:
+    """A process that commits a one-message turn (2 tokens in, 3 out, cost 0.5) to `conversation` in the
+    store at `path`, creating it if need be, and dies before it folds (`os._exit`: no `close`)."""
+    code = ("import os, sys, time\n"
+            "from chatd import protocol as p\n"
+            "from chatd.store import NewMessage, Store, TurnRecord\n"
+            "s = Store(sys.argv[1]); c = s.get(sys.argv[2]) or s.create(sys.argv[2]); now = time.time()\n"
+            "s.commit_turn(c.id, TurnRecord(id='t', model='echo', provider='echo', attempts=[], usage=p.Usage("
+            "input_tokens=2, output_tokens=3), cost=0.5, finish_reason='stop', started_at=now, finished_at=now),"
+            " [NewMessage(role='user', parts=[p.TextPart(sys.argv[3])])])\n"
+            "os._exit(0)\n")
+    subprocess.run([sys.executable, "-c", code, path, conversation, text], check=True,
+                   cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
 def wait_for(predicate, timeout: float = 10.0, what: str = "condition") -> Any:
     """Poll a cheap predicate (an observable state, never elapsed time) until it holds."""
     deadline = time.monotonic() + timeout

@@ -17,7 +17,7 @@ import pytest
 
 from chatd import protocol as p
 from chatd_client import AsyncClient, Client
-from helpers import new_daemon
+from helpers import commit_and_die, new_daemon, wait_for
 
 
 def _chatd(env, *args, **kw) -> subprocess.CompletedProcess:
@@ -162,6 +162,23 @@ def test_kill_9_mid_turns_keeps_every_acknowledged_turn(tmp_path):
         assert got["conversation"]["lastSeq"] == 50
     finally:
         d.stop()
+
+
+def test_a_daemon_folds_at_start_what_a_dead_process_left_unfolded(tmp_path):
+    """Schema v9 folds after writes; a process that died first leaves a tail, which the next daemon folds
+    without waiting for a write or a search (and reads count it meanwhile)."""
+    d = new_daemon(tmp_path)
+    commit_and_die(d.paths.database, "a", "walrus")
+    db = sqlite3.connect(d.paths.database)
+    folded = "SELECT folded_seq, message_count FROM conversations WHERE name = 'a'"
+    assert db.execute(folded).fetchone() == (0, 0)
+    d.start()
+    try:
+        assert Client(d.socket).request("conversation/get", {"name": "a"})["conversation"]["messageCount"] == 1
+        wait_for(lambda: db.execute(folded).fetchone() == (1, 1), what="the dead process's turn folded")
+    finally:
+        d.stop()
+        db.close()
 
 
 def _lsp(msg: dict) -> bytes:

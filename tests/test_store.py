@@ -18,7 +18,7 @@ from chatd.errors import StorageError
 from chatd.store import NewMessage, Store, TurnRecord
 from chatd.store import schema
 from chatd.store.search import ContextStore
-from helpers import fill_volume
+from helpers import commit_and_die, fill_volume
 
 
 def _turn(turn_id: str, model: str = "echo") -> TurnRecord:
@@ -417,15 +417,7 @@ def test_what_a_dead_process_left_unfolded_is_found_when_the_store_opens(tmp_pat
     first.create("a")
     first.fold_pending()
     first.close()
-    code = ("import os, sys, time\n"
-            "from chatd import protocol as p\n"
-            "from chatd.store import NewMessage, Store, TurnRecord\n"
-            "s = Store(sys.argv[1]); c = s.get('a'); now = time.time()\n"
-            "s.commit_turn(c.id, TurnRecord(id='t', model='echo', provider='echo', attempts=[], usage=p.Usage("
-            "input_tokens=2, output_tokens=3), cost=0.5, finish_reason='stop', started_at=now, finished_at=now),"
-            " [NewMessage(role='user', parts=[p.TextPart('walrus')])])\n"
-            "os._exit(0)\n")
-    subprocess.run([sys.executable, "-c", code, path], check=True, cwd=os.path.dirname(os.path.dirname(__file__)))
+    commit_and_die(path, "a", "walrus")
     raw = sqlite3.connect(path)
     assert raw.execute("SELECT folded_seq, message_count FROM conversations").fetchall() == [(0, 0)]
     raw.close()
