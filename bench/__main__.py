@@ -119,15 +119,17 @@ class Bench:
             self.add(f"turn.socket.{size}.cold", us[0])
             self.add(f"turn.socket.{size}", statistics.median(us[1:]))
 
-    def turns_inproc(self, r: int, kind: str) -> None:
-        prefix = "p" if kind == "daemon" else "q"
+    def turns_inproc(self, r: int) -> None:
         for size in _rotate(SIZES, r):
-            args = ["turns", self.inproc_db, f"{prefix}{r}-{size}", self.n_turns]
-            if kind == "fixed":
-                args.append("--o1-echo")
-            out = _run("bench.daemon_bench", *args)
-            self.add(f"turn.{kind}.{size}.cold", out["cold_us"])
-            self.add(f"turn.{kind}.{size}", statistics.median(out["us"]))
+            out = _run("bench.daemon_bench", "turns", self.inproc_db, f"p{r}-{size}", self.n_turns)
+            self.add(f"turn.daemon.{size}.cold", out["cold_us"])
+            self.add(f"turn.daemon.{size}", statistics.median(out["us"]))
+
+    def bodies(self, r: int) -> None:
+        for size in _rotate(SIZES, r):
+            out = _run("bench.daemon_bench", "body", self.inproc_db, f"q{r}-{size}", self.n_turns)  # untouched
+            self.add(f"turn.body.{size}", statistics.median(out["us"]))
+            self.add(f"turn.copy.{size}", statistics.median(out["copy_us"]))
 
     def persist(self, r: int) -> None:
         out = _run("bench.daemon_bench", "persist", os.path.join(self.work, f"persist{r}.db"), self.n_persist)
@@ -158,8 +160,8 @@ class Bench:
                 lambda: self.startup(r),
                 self.bare_python,
                 lambda: self.turns_socket(r),
-                lambda: self.turns_inproc(r, "daemon"),
-                lambda: self.turns_inproc(r, "fixed"),
+                lambda: self.turns_inproc(r),
+                lambda: self.bodies(r),
                 lambda: self.persist(r),
             ]
             for step in _rotate(steps, r):

@@ -5,7 +5,8 @@ does (a --ready-fd pipe). The daemon-side turn is timed in a worker process that
 `ConversationService` the daemon uses, on its own copy of the database: `chat/send` from params to the
 committed SQLite transaction and the published notifications, without the socket.
 
-    python -m bench.daemon_bench turns DB CONVERSATION COUNT [--o1-echo]  -> {"us": [...], "cold_us": first turn}
+    python -m bench.daemon_bench turns DB CONVERSATION COUNT   -> {"us": [...], "cold_us": first turn}
+    python -m bench.daemon_bench body DB CONVERSATION COUNT    -> {"us": [...], "copy_us": [...]}: its request body
     python -m bench.daemon_bench profile DB CONVERSATION COUNT   -> cProfile's top functions per warm turn
     python -m bench.daemon_bench populate DB SIZES PREFIXES      (comma-separated lists)
     python -m bench.daemon_bench persist DB COUNT                -> commit_turn vs write+fsync, in µs
@@ -174,7 +175,7 @@ class _NullConn:
         pass
 
 
-def _service(db_path: str, o1_echo: bool = False):
+def _service(db_path: str):
     from chatd.conversation import ConversationService
     from chatd.models import ModelRegistry
     from chatd.providers.echo import EchoProvider
@@ -182,23 +183,14 @@ def _service(db_path: str, o1_echo: bool = False):
     from chatd.server.hub import Hub
     from chatd.store import Store
 
-    class O1Echo(EchoProvider):
-        """What-if for the suggested fix: echo reads only the newest message (its reply already does)
-        instead of counting the words of the whole history for `usage.inputTokens` on every turn."""
-
-        def stream(self, request):
-            return super().stream(msgspec.structs.replace(request, messages=request.messages[-1:]))
-
     store = Store(db_path)
-    echo = O1Echo() if o1_echo else EchoProvider()
-    return store, ConversationService(store, ModelRegistry(), {"echo": echo}, Hub(), router=Router(0))
+    return store, ConversationService(store, ModelRegistry(), {"echo": EchoProvider()}, Hub(), router=Router(0))
 
 
-async def _turns(db_path: str, conversation: str, count: int, o1_echo: bool = False,
-                 profiler: Any = None) -> dict[str, Any]:
+async def _turns(db_path: str, conversation: str, count: int, profiler: Any = None) -> dict[str, Any]:
     from chatd import protocol as p
 
-    store, service = _service(db_path, o1_echo)
+    store, service = _service(db_path)
     origin = _NullConn()
     clock = time.perf_counter_ns
     samples = []
@@ -214,6 +206,35 @@ async def _turns(db_path: str, conversation: str, count: int, o1_echo: bool = Fa
     await service.close()  # its background fold step first, as the daemon's shutdown does
     store.close()
     return {"cold_us": samples[0], "us": samples[1:]}
+
+
+def _body(db_path: str, conversation: str, count: int) -> dict[str, Any]:
+    """What a real provider adds to a turn, O(history) by the API's nature: the OpenAI Chat Completions body
+    of the whole history plus a new message, built (`openai_chat.build_request`) and JSON-encoded as the
+    provider does before every request (the echo model of the turn columns sends nothing); and, for
+    comparison, the copy of the history list (and its freeing) that every request makes."""
+    from chatd import protocol as p
+    from chatd.models import ModelRegistry
+    from chatd.providers.base import ProviderRequest
+    from chatd.providers.openai_chat import build_request
+    from chatd.store import Store
+
+    store = Store(db_path)
+    history = store.messages(store.get(conversation).id)
+    store.close()
+    text = user_text(len(history))
+    user = p.MessageOut(seq=len(history) + 1, role="user", text=text, parts=[p.TextPart(text)], created_at=time.time())
+    request = ProviderRequest(model=ModelRegistry().get("echo"), system=None, messages=[*history, user])
+    samples, copies = [], []
+    for _ in range(count):
+        t0 = time.perf_counter_ns()
+        _encode(build_request(request))
+        t1 = time.perf_counter_ns()
+        joined = [*history, user]  # what `context.fit` hands every request: the history and the running turn
+        del joined
+        samples.append((t1 - t0) / 1000)
+        copies.append((time.perf_counter_ns() - t1) / 1000)
+    return {"us": samples, "copy_us": copies}
 
 
 def _profile(db_path: str, conversation: str, count: int, top: int = 8) -> dict[str, Any]:
@@ -371,7 +392,9 @@ def collapse_spy(raw_path: str, top: int = 8) -> dict[str, Any]:
 
 def main(argv: list[str]) -> None:
     if argv[0] == "turns":
-        out = asyncio.run(_turns(argv[1], argv[2], int(argv[3]), o1_echo="--o1-echo" in argv))
+        out = asyncio.run(_turns(argv[1], argv[2], int(argv[3])))
+    elif argv[0] == "body":
+        out = _body(argv[1], argv[2], int(argv[3]))
     elif argv[0] == "profile":
         out = _profile(argv[1], argv[2], int(argv[3]))
     elif argv[0] == "populate":
