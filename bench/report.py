@@ -256,10 +256,10 @@ def plot(bench: Any, s: Stats, path: str) -> None:
     ax.fill_between(SIZES, base, base * 1.2, color="tab:blue", alpha=0.12, label="target band: ≤ 1.2× at 10")
     ax.set_xscale("log")
     ax.set_yscale("log")
-    from matplotlib.ticker import FixedLocator, NullLocator, ScalarFormatter
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
     ax.yaxis.set_major_locator(FixedLocator([0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50]))
     ax.yaxis.set_minor_locator(NullLocator())
-    ax.yaxis.set_major_formatter(ScalarFormatter())
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     ax.set_xlabel("messages already in the conversation (log)")
     ax.set_ylabel("turn p50 (ms, log)")
     ax.set_title("chat/send with echo, zero delay, vs a real body: cost vs history")
