@@ -5,8 +5,8 @@ does (a --ready-fd pipe). The daemon-side turn is timed in a worker process that
 `ConversationService` the daemon uses, on its own copy of the database: `chat/send` from params to the
 committed SQLite transaction and the published notifications, without the socket.
 
-    python -m bench.daemon_bench turns DB CONVERSATION COUNT   -> {"us": [...], "cold_us": first turn}
-    python -m bench.daemon_bench body DB CONVERSATION COUNT    -> {"us": [...], "copy_us": [...]}: its request body
+    python -m bench.daemon_bench turns DB CONVERSATIONS COUNT  -> per conversation {"us": [...], "cold_us": first turn}
+    python -m bench.daemon_bench body DB CONVERSATION COUNT    -> {"us": [...]}: its OpenAI request body
     python -m bench.daemon_bench profile DB CONVERSATION COUNT   -> cProfile's top functions per warm turn
     python -m bench.daemon_bench populate DB SIZES PREFIXES      (comma-separated lists)
     python -m bench.daemon_bench persist DB COUNT                -> commit_turn vs write+fsync, in µs
@@ -208,11 +208,22 @@ async def _turns(db_path: str, conversation: str, count: int, profiler: Any = No
     return {"cold_us": samples[0], "us": samples[1:]}
 
 
+def _rounds(db_path: str, conversations: list[str], count: int) -> dict[str, Any]:
+    """`_turns` on each conversation in turn, after as many on a new one: the first run in a process is up
+    to 1.7× slower (the interpreter's specialisation and allocator warming up), whatever its history."""
+    from chatd.store import Store
+
+    store = Store(db_path)
+    warm = store.create(f"warm-up-{os.getpid()}", models=["echo"]).name
+    store.close()
+    asyncio.run(_turns(db_path, warm, count))
+    return {conv: asyncio.run(_turns(db_path, conv, count)) for conv in conversations}
+
+
 def _body(db_path: str, conversation: str, count: int) -> dict[str, Any]:
     """What a real provider adds to a turn, O(history) by the API's nature: the OpenAI Chat Completions body
     of the whole history plus a new message, built (`openai_chat.build_request`) and JSON-encoded as the
-    provider does before every request (the echo model of the turn columns sends nothing); and, for
-    comparison, the copy of the history list (and its freeing) that every request makes."""
+    provider does before every request (the echo model of the turn columns sends nothing)."""
     from chatd import protocol as p
     from chatd.models import ModelRegistry
     from chatd.providers.base import ProviderRequest
@@ -225,16 +236,12 @@ def _body(db_path: str, conversation: str, count: int) -> dict[str, Any]:
     text = user_text(len(history))
     user = p.MessageOut(seq=len(history) + 1, role="user", text=text, parts=[p.TextPart(text)], created_at=time.time())
     request = ProviderRequest(model=ModelRegistry().get("echo"), system=None, messages=[*history, user])
-    samples, copies = [], []
+    samples = []
     for _ in range(count):
         t0 = time.perf_counter_ns()
         _encode(build_request(request))
-        t1 = time.perf_counter_ns()
-        joined = [*history, user]  # what `context.fit` hands every request: the history and the running turn
-        del joined
-        samples.append((t1 - t0) / 1000)
-        copies.append((time.perf_counter_ns() - t1) / 1000)
-    return {"us": samples, "copy_us": copies}
+        samples.append((time.perf_counter_ns() - t0) / 1000)
+    return {"us": samples}
 
 
 def _profile(db_path: str, conversation: str, count: int, top: int = 8) -> dict[str, Any]:
@@ -391,8 +398,8 @@ def collapse_spy(raw_path: str, top: int = 8) -> dict[str, Any]:
 
 
 def main(argv: list[str]) -> None:
-    if argv[0] == "turns":
-        out = asyncio.run(_turns(argv[1], argv[2], int(argv[3])))
+    if argv[0] == "turns":  # one process for the conversations of a round: per-process noise cancels in ratios
+        out = _rounds(argv[1], argv[2].split(","), int(argv[3]))
     elif argv[0] == "body":
         out = _body(argv[1], argv[2], int(argv[3]))
     elif argv[0] == "profile":

@@ -17,7 +17,9 @@ What was done is reported to the clients (`chat/contextFitted`), so nothing is c
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Literal
+from collections.abc import Sequence
+from itertools import islice
+from typing import Any, Iterable, Iterator, Literal, overload
 
 import msgspec
 
@@ -79,11 +81,54 @@ def system_with(system: str | None, summary: str | None, upto: int) -> str | Non
     return f"{system}\n\n{block}" if system else block
 
 
+class Joined(Sequence[p.MessageOut]):
+    """The history and the running turn read as one list, copying neither: a request would otherwise copy
+    the conversation's cached history (and free it when sent), ~50 µs a turn at 10,000 messages, all of
+    an echo turn's growth with history. The history is read up to its length when joined: the cache
+    only grows at its end, so the view stays the request it was."""
+
+    __slots__ = ("_head", "_n", "_tail")
+
+    def __init__(self, head: list[p.MessageOut], tail: list[p.MessageOut]) -> None:
+        self._head, self._n, self._tail = head, len(head), tail
+
+    def __len__(self) -> int:
+        return self._n + len(self._tail)
+
+    @overload
+    def __getitem__(self, i: int) -> p.MessageOut: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[p.MessageOut]: ...
+    def __getitem__(self, i: int | slice) -> p.MessageOut | list[p.MessageOut]:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        j = i + len(self) if i < 0 else i
+        if not 0 <= j < len(self):
+            raise IndexError("message index out of range")
+        return self._head[j] if j < self._n else self._tail[j - self._n]
+
+    def __iter__(self) -> Iterator[p.MessageOut]:
+        yield from islice(self._head, self._n)
+        yield from self._tail
+
+    def __reversed__(self) -> Iterator[p.MessageOut]:
+        yield from reversed(self._tail)
+        for j in range(self._n - 1, -1, -1):
+            yield self._head[j]
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, (list, Joined)) and len(other) == len(self) and all(
+            a is b or a == b for a, b in zip(self, other))
+
+    def __repr__(self) -> str:
+        return f"Joined({list(self)!r})"
+
+
 class Fit(msgspec.Struct):
     """What will be sent, and what was left out to get there."""
 
     system: str | None
-    messages: list[p.MessageOut]  # history kept (possibly with cleared results) + the running turn
+    messages: Sequence[p.MessageOut]  # history kept (possibly with cleared results) + the running turn
     tokens: int  # raw estimate of the request as sent
     before: int  # raw estimate of the request had nothing been left out
     budget: int  # raw tokens available (window less the reply's room, divided by the model's ratio)
@@ -116,7 +161,7 @@ def fit(counter: TokenCounter, family: Family, system: str | None, history: list
         counter.message(m, family) for m in current)
     if history_total is not None and fixed + history_total <= budget:
         total = fixed + history_total
-        return Fit(system=system, messages=[*history, *current], tokens=total, before=total, budget=budget,
+        return Fit(system=system, messages=Joined(history, current), tokens=total, before=total, budget=budget,
                    fits=True, dropped=[], cleared=[])
     turns = groups(history)
     sizes = [sum(counter.message(m, family) for m in g) for g in turns]

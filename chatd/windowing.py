@@ -10,6 +10,7 @@ Invariants:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Iterable
 
 from chatd import protocol as p
@@ -89,7 +90,7 @@ class ContextManager:
     # ------------------------------------------------------------ before every send
     async def prepare(self, conv: Conversation, history: list[p.MessageOut], current: list[p.MessageOut],
                       spec: ModelSpec, tools: list[Any], options: dict[str, Any], turn_id: str,
-                      origin: object | None, noted: set) -> tuple[str | None, list[p.MessageOut], int]:
+                      origin: object | None, noted: set) -> tuple[str | None, Sequence[p.MessageOut], int]:
         """The system prompt and messages to send to `spec`, fitted; and their raw token estimate."""
         strategy = self.strategy(conv)
         f, reserve = self._fit(conv, history, current, spec, tools, options, strategy)

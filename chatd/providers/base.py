@@ -6,6 +6,7 @@ It never reads configuration or the environment: keys, base URLs and clients are
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, AsyncIterator, Callable, Literal, Protocol
 
 import msgspec
@@ -44,7 +45,7 @@ class ProviderRequest(msgspec.Struct):
 
     model: ModelSpec
     system: str | None
-    messages: list[p.MessageOut]
+    messages: Sequence[p.MessageOut]  # a list, or the history and the running turn joined (context.Joined)
     options: dict[str, Any] = {}
     tools: list[ToolSpec] = []
 
