@@ -283,12 +283,18 @@ def use_source(ref: str, work: str) -> str:
     return label
 
 
-def ensure_matplotlib() -> None:
+def ensure_bench_tools() -> None:
+    """matplotlib for the plots and py-spy for the daemon's profile under load, into this environment."""
+    missing = []
     try:
         import matplotlib  # noqa: F401
     except ImportError:
-        print("installing matplotlib into this environment (bench only)")
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "matplotlib"], check=True)
+        missing.append("matplotlib")
+    if not os.path.exists(os.path.join(os.path.dirname(sys.executable), "py-spy")) and not shutil.which("py-spy"):
+        missing.append("py-spy")
+    if missing:
+        print(f"installing {', '.join(missing)} into this environment (bench only)")
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", *missing], check=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -305,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     args.out, args.img = os.path.abspath(args.out), os.path.abspath(args.img)
     args.peers_img = os.path.abspath(args.peers_img)
-    ensure_matplotlib()
+    ensure_bench_tools()
     t0 = time.perf_counter()
     work = tempfile.mkdtemp(prefix="chatd-bench-")
     source = use_source(args.ref, work)

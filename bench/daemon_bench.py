@@ -372,7 +372,8 @@ def _persist(db_path: str, count: int) -> dict[str, Any]:
 
 
 def collapse_spy(raw_path: str, top: int = 8) -> dict[str, Any]:
-    """py-spy's raw (collapsed-stack) output -> share of busy samples per function, self and inclusive."""
+    """py-spy's raw (collapsed-stack) output -> the event loop thread's share of busy samples per function,
+    self and inclusive (py-spy counts a thread blocked in a queue's get as busy: other threads are left out)."""
     self_n: dict[str, int] = {}
     incl_n: dict[str, int] = {}
     busy = idle = 0
@@ -381,6 +382,8 @@ def collapse_spy(raw_path: str, top: int = 8) -> dict[str, Any]:
             stack, _, count = line.rstrip().rpartition(" ")
             n = int(count)
             frames = [fr.rsplit(":", 1)[0] + ")" if ":" in fr else fr for fr in stack.split(";")]  # drop line nos
+            if frames[0].startswith("Thread._bootstrap"):
+                continue  # another thread (the WAL checkpointer, idle or not): not the event loop's time
             if frames[-1].startswith("EpollSelector.select") or frames[-1].startswith("select ("):
                 idle += n
                 continue

@@ -366,7 +366,7 @@ under the profiler):
 ## Reproduce
 
 ```
-.venv/bin/python -m bench              # both suites, ~10 min on 2 cores; installs matplotlib into the venv
+.venv/bin/python -m bench              # both suites, ~10 min on 2 cores; installs matplotlib and py-spy into the venv
                                        # and the peers into bench/.peers-venv (from PyPI) if missing
 .venv/bin/python -m bench --quick      # ~2-3 min, fewer samples
 .venv/bin/python -m bench --suite daemon|peers   # one suite
