@@ -257,6 +257,44 @@ def test_half_close_with_several_requests_in_flight_answers_all(daemon, bystande
     bystander.check()
 
 
+def test_the_replies_to_a_pipelined_read_go_out_in_order_in_a_few_writes(tmp_path):
+    """64 requests in one read are answered in order, in parts (`rpc.FLUSH_AT` replies each, the first at
+    once): not a write per reply, and not one write at the end, which left the client idle until the
+    daemon was done. The daemon's own connection code on a real socket pair; only its writes are counted."""
+    import asyncio
+    import socket
+
+    from chatd.app import Daemon
+    from chatd.paths import resolve
+    from chatd.server.listener import ConnectionProtocol
+    from chatd.server.rpc import FLUSH_AT
+    from helpers import make_env
+
+    async def main() -> tuple[list[int], list[int]]:
+        daemon = Daemon(resolve(make_env(str(tmp_path / "home"))))
+        ours, theirs = socket.socketpair()
+        theirs.setblocking(False)
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.connect_accepted_socket(
+            lambda: ConnectionProtocol(daemon.open_connection, daemon.close_connection, check_peer=False), ours)
+        writes: list[int] = []
+        real_write = transport.write
+        transport.write = lambda data: (writes.append(data.count(b"Content-Length")), real_write(data))[1]
+        await loop.sock_sendall(theirs, b"".join(
+            p.frame_lsp(p.encode({"jsonrpc": "2.0", "id": i, "method": "bench/noSuchMethod"})) for i in range(64)))
+        decoder, ids = p.FrameDecoder(), []
+        while len(ids) < 64:
+            ids += [msgspec.json.decode(body)["id"] for body in decoder.feed(await loop.sock_recv(theirs, 65536))]
+        transport.close()
+        theirs.close()
+        daemon.store.close()
+        return writes, ids
+
+    writes, ids = asyncio.run(main())
+    assert ids == list(range(64))
+    assert writes[0] == 1 and sum(writes) == 64 and max(writes) == FLUSH_AT < 64, writes
+
+
 # ---------------------------------------------------------------- fuzz
 NAMES = ["a", "b", "demo", "x y", "\u65e5\u672c", "", " pad ", "*", "n" * 201, "bad\x00name", "fork-me"]
 KNOWN = [p.INITIALIZE, "initialized", p.DAEMON_STATUS, p.MODELS_LIST, p.CONVERSATION_CREATE,
