@@ -76,8 +76,6 @@ class Bench:
         shutil.copy(template, self.inproc_db)
         self.daemon = db.Daemon(self.home)
         self.daemon.start()
-        self.whatif = db.Daemon(os.path.join(self.work, "whatif"), module="bench.whatif_daemon")
-        self.whatif.start()
         self.baseline_sock = os.path.join(self.work, "echo.sock")
         read_end, write_end = os.pipe()
         self.baseline = subprocess.Popen([sys.executable, "-m", "bench.baseline_echo_server", self.baseline_sock,
@@ -89,7 +87,6 @@ class Bench:
 
     def teardown(self) -> None:
         self.daemon.stop()
-        self.whatif.stop()
         self.baseline.terminate()
         self.baseline.wait()
 
@@ -155,9 +152,6 @@ class Bench:
                 lambda: self.pipe("chatd", self.daemon.socket, UNKNOWN),
                 lambda: self.pipe("baseline", self.baseline_sock, UNKNOWN),
                 lambda: self.pipe("chatd-status", self.daemon.socket, "daemon/status"),
-                lambda: self.pipe("coalesced", self.whatif.socket, UNKNOWN),
-                lambda: self.pipe("coalesced-status", self.whatif.socket, "daemon/status"),
-                lambda: self.ping("coalesced", self.whatif.socket, UNKNOWN),
                 lambda: self.startup(r),
                 self.bare_python,
                 lambda: self.turns_socket(r),

@@ -39,9 +39,8 @@ def daemon_env(home: str) -> dict[str, str]:
 class Daemon:
     """A `chatd serve` subprocess; `start()` returns seconds from spawn to the ready signal."""
 
-    def __init__(self, home: str, module: str = "chatd") -> None:
+    def __init__(self, home: str) -> None:
         self.home = home
-        self.module = module  # bench.whatif_daemon runs chatd with a suggested change patched in
         self.socket = os.path.join(home, "run", "chatd.sock")
         self.proc: subprocess.Popen | None = None
 
@@ -49,7 +48,7 @@ class Daemon:
         read_end, write_end = os.pipe()
         t0 = time.perf_counter()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", self.module, "serve", "--ready-fd", str(write_end)],
+            [sys.executable, "-m", "chatd", "serve", "--ready-fd", str(write_end)],
             env=daemon_env(self.home), pass_fds=(write_end,), stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )
