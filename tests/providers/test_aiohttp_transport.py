@@ -13,7 +13,8 @@ from chatd.providers.aiohttp_transport import AiohttpTransport
 
 class Server:
     """Answers each request on a connection by `how`: "whole" (a 10-byte body), "half" (5 of its 10 bytes,
-    then waits for the client to hang up), "stall" (headers, then nothing) or "drop" (5 bytes, then closes)."""
+    then waits for the client to hang up), "stall" (headers, then nothing), "drop" (5 bytes, then closes)
+    or "paced" (its 10 bytes one at a time, each when `more()` is called)."""
 
     def __init__(self, *hows: str, gate: int = 0) -> None:
         self.hows = list(hows)
@@ -23,6 +24,11 @@ class Server:
         self.hung_up = asyncio.Event()
         self.changed = asyncio.Condition()
         self.gate = gate  # answer nothing until this many requests have arrived (they are all in flight)
+        self._more: asyncio.Queue[None] = asyncio.Queue()
+
+    def more(self) -> None:
+        """A paced reply: send its next byte."""
+        self._more.put_nowait(None)
 
     async def __aenter__(self) -> "Server":
         self.server = await asyncio.start_server(self.handle, "127.0.0.1", 0)
@@ -53,6 +59,11 @@ class Server:
                     writer.write(b"0123456789")
                 elif how in ("half", "drop"):
                     writer.write(b"01234")
+                elif how == "paced":
+                    for byte in b"0123456789":
+                        await self._more.get()
+                        writer.write(bytes([byte]))
+                        await writer.drain()
                 await writer.drain()
                 if how == "drop":
                     return
@@ -136,6 +147,44 @@ def test_a_silent_server_is_a_read_timeout():
                 await resp.aread()
     with pytest.raises(httpx.ReadTimeout):
         asyncio.run(main())
+
+
+def test_a_server_that_goes_silent_mid_reply_is_a_read_timeout():
+    """The read timeout is a gap between reads, its timer moved lazily (`_Reader`): data then silence."""
+    async def main():
+        async with Server("half") as srv, _client(read=0.2) as http:
+            async with http.stream("POST", srv.url, content=b"{}") as resp:
+                await resp.aread()
+    with pytest.raises(httpx.ReadTimeout):
+        asyncio.run(main())
+
+
+def test_a_streamed_reply_sets_one_read_timer_not_one_a_chunk():
+    """aiohttp itself cancels its read-timeout timer and makes a new one for every chunk it receives;
+    chatd's connections keep one for the whole reply (here ten reads, each one byte)."""
+    async def main():
+        loop = asyncio.get_running_loop()
+        timers: list[str] = []
+        call_at = loop.call_at
+
+        def counting(when, callback, *args, **kwargs):
+            if getattr(callback, "__name__", "") in ("_when_due", "_on_read_timeout"):
+                timers.append(callback.__name__)
+            return call_at(when, callback, *args, **kwargs)
+
+        loop.call_at = counting  # type: ignore[method-assign]
+        async with Server("paced") as srv, _client() as http:
+            async with http.stream("POST", srv.url, content=b"{}") as resp:
+                srv.more()
+                chunks = []
+                async for chunk in resp.aiter_raw():
+                    chunks.append(chunk)
+                    srv.more()
+        return chunks, timers
+
+    chunks, timers = asyncio.run(main())
+    assert chunks == [bytes([b]) for b in b"0123456789"]
+    assert timers == ["_when_due"], timers
 
 
 def test_a_reply_cut_short_is_a_transport_error_not_a_timeout():
