@@ -389,14 +389,19 @@ class Store:
         index, the conversation row's counters and the spend ledger; at most `budget` messages when given
         (whole tails first, then part of the next). Returns how many were folded. One transaction with the
         watermarks, so nothing is ever counted or indexed twice or missed."""
+        ids = sorted(self._pending)
+        chunk = budget or len(ids) or 1  # a tail is a message or more: `budget` conversations fill a step
         with self._transaction():
             whole, n, cut = [], 0, None
-            for tail in self._tails(sorted(self._pending)):
-                if budget is not None and n + tail[2] > budget:
-                    cut = tail
+            for start in range(0, len(ids), chunk):  # tails read a chunk at a time: a step is O(budget)
+                for tail in self._tails(ids[start:start + chunk]):
+                    if budget is not None and n + tail[2] > budget:
+                        cut = tail
+                        break
+                    whole.append(tail)
+                    n += tail[2]
+                if cut is not None:
                     break
-                whole.append(tail)
-                n += tail[2]
             self._fold_whole(whole)
             if cut is not None and n < budget:  # type: ignore[operator]
                 n += self._fold_part(cut, budget - n)  # type: ignore[operator]
