@@ -45,9 +45,9 @@ log = logging.getLogger("chatd.conversation")
 # new messages are folded into the search index, the conversation rows' counters and the spend ledger
 # (`Store.fold_pending`, schema v9) this long after a write, in the background
 FOLD_AFTER_S = 0.5
-# messages per background step: ~0.7 ms of the loop on one conversation, ~1.3 ms spread over 50 (500 took ~4 ms,
-# a stall every turn in flight felt);
-# with more pending the next step runs on the next loop iteration. A search folds any rest first.
+# messages per background step: ~0.7 ms of the loop on one conversation, ~1.3 ms spread over 50 (500 took
+# ~4 ms, a stall every turn in flight felt); with more pending the next step runs on the next loop
+# iteration. A search folds any rest first.
 FOLD_BUDGET = 100
 from chatd.windowing import ContextManager, check_keep
 

@@ -63,6 +63,11 @@ def _tail_last(column: str, where: str = "") -> str:
 
 
 _LIVE_LAST_SEQ = f"max(c.last_seq, coalesce({_tail_last('m.id & 4294967295')}, 0))"
+# a fold moves a row's counters past the messages it folded (params: their last seq, count, last turn's model,
+# last created_at, conversation id); `folded` is the new watermark
+_FOLD_ROW = ("UPDATE conversations SET folded_seq = {folded}, last_seq = max(last_seq, ?1),"
+             " message_count = message_count + ?2, last_model = coalesce(?3, last_model),"
+             " updated_at = max(updated_at, coalesce(?4, 0)) WHERE id = ?5")
 # Background checkpoints (see the module doc): a pass starts once this many rows have changed since the last
 # (a turn changes 2 rows and writes ~1.3 WAL pages since schema v9, so ~500 pages; SQLite's default is 1,000);
 # the inline safety net.
@@ -435,12 +440,9 @@ class Store:
         db.execute(f"INSERT INTO spend SELECT c.id, {_TURNS_SPENT} FROM conversations c JOIN messages m ON {TAIL}"
                    " WHERE c.id IN (SELECT value FROM json_each(?)) AND m.turn IS NOT NULL GROUP BY c.id, day"
                    + _ADD_SPEND, (ids,))
-        db.executemany(
-            "UPDATE conversations SET last_seq = max(last_seq, ?1), folded_seq = max(last_seq, ?1),"
-            " message_count = message_count + ?2, last_model = coalesce(?3, last_model),"
-            " updated_at = max(updated_at, coalesce(?4, 0)) WHERE id = ?5",
-            [(top - message_id(conv_id, 0) if count else 0, count, model, last_at, conv_id)
-             for conv_id, _, count, top, last_at, model in tails])
+        db.executemany(_FOLD_ROW.format(folded="max(last_seq, ?1)"),
+                       [(top - message_id(conv_id, 0) if count else 0, count, model, last_at, conv_id)
+                        for conv_id, _, count, top, last_at, model in tails])
 
     def _fold_part(self, tail: tuple, budget: int) -> int:
         """Fold the first `budget` messages of a longer tail. A cut mid-turn leaves `last_model` to the
@@ -457,9 +459,7 @@ class Store:
                    " WHERE m.id > ? AND m.id <= ? AND m.turn IS NOT NULL GROUP BY day" + _ADD_SPEND,
                    (conv_id, lo, top))
         top_seq = top - message_id(conv_id, 0)
-        db.execute("UPDATE conversations SET folded_seq = ?1, last_seq = max(last_seq, ?1),"
-                   " message_count = message_count + ?2, last_model = coalesce(?3, last_model),"
-                   " updated_at = max(updated_at, ?4) WHERE id = ?5", (top_seq, count, model, last_at, conv_id))
+        db.execute(_FOLD_ROW.format(folded="?1"), (top_seq, count, model, last_at, conv_id))
         return count
 
     # ------------------------------------------------------------ group commit
